@@ -1,0 +1,271 @@
+"""Default configuration of atss_core.
+
+Every key of sfzhang15/ATSS ``atss_core/config/defaults.py`` is kept with its
+default, so the original yaml files load unchanged. Keys marked "new" are
+atss_core additions (see ../shared/spec/README.md section 3); their defaults
+keep the original behaviour. Legacy R-CNN/FBNet groups live in ``legacy.py``.
+"""
+import os
+
+from yacs.config import CfgNode as CN
+
+from .legacy import add_legacy_keys
+
+_C = CN()
+
+# --------------------------------------------------------------------------- #
+# Model
+# --------------------------------------------------------------------------- #
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+# Head selection: exactly one *_ON flag must be True (spec C1).
+_C.MODEL.ATSS_ON = False
+_C.MODEL.FCOS_ON = False
+_C.MODEL.RETINANET_ON = False
+_C.MODEL.DYNAMIC_ATSS_ON = False  # new
+_C.MODEL.DSLA_ON = False  # new
+_C.MODEL.DW_ON = False  # new
+_C.MODEL.O2F_ON = False  # new
+# Inert legacy flags: there are no ROI/mask/keypoint heads (spec C3).
+_C.MODEL.RPN_ONLY = False
+_C.MODEL.MASK_ON = False
+_C.MODEL.KEYPOINT_ON = False
+_C.MODEL.CLS_AGNOSTIC_BBOX_REG = False
+# "cuda" or "cpu"; the tools fall back to "cpu" with a warning if CUDA is absent.
+_C.MODEL.DEVICE = "cuda"
+# Initial weights: local path, http(s) URL or catalog://name.
+_C.MODEL.WEIGHT = ""
+_C.MODEL.USE_SYNCBN = False
+# new: +1 pixel convention of framework box ops; -1 = auto (1 for the ATSS
+# family, 0 for the mmdet family), else 0 or 1 (spec C4).
+_C.MODEL.BOX_OFFSET = -1
+
+# --------------------------------------------------------------------------- #
+# Input
+# --------------------------------------------------------------------------- #
+_C.INPUT = CN()
+# Candidate shorter-side sizes for training; one is drawn per image.
+_C.INPUT.MIN_SIZE_TRAIN = (800,)
+# Inclusive range of shorter-side sizes; (-1, -1) disables it.
+_C.INPUT.MIN_SIZE_RANGE_TRAIN = (-1, -1)
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+# Per-channel mean/std, in the channel order and scale selected by TO_BGR255.
+_C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]
+_C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]
+# True: BGR in 0-255 (Caffe2 weights); False: RGB in 0-1 (torchvision weights).
+_C.INPUT.TO_BGR255 = True
+# new (maskrcnn-benchmark's name): train-time horizontal flip probability.
+_C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
+
+# --------------------------------------------------------------------------- #
+# Datasets and loader
+# --------------------------------------------------------------------------- #
+_C.DATASETS = CN()
+# Names from the paths catalog; training concatenates them.
+_C.DATASETS.TRAIN = ()
+# Names from the paths catalog; each is evaluated on its own.
+_C.DATASETS.TEST = ()
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+# Pad batched images to a multiple of this (32 for FPN models).
+_C.DATALOADER.SIZE_DIVISIBILITY = 0
+# Batch landscape and portrait images separately.
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+
+# --------------------------------------------------------------------------- #
+# Backbone
+# --------------------------------------------------------------------------- #
+_C.MODEL.BACKBONE = CN()
+# Registry name, e.g. "R-50-FPN-RETINANET"; "R-18/34-FPN-RETINANET" are new.
+_C.MODEL.BACKBONE.CONV_BODY = "R-50-C4"
+# Freeze the stem (stage 0) and stages 1..FREEZE_CONV_BODY_AT-1.
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
+# Unused, as in the original.
+_C.MODEL.BACKBONE.USE_GN = False
+
+_C.MODEL.FPN = CN()
+_C.MODEL.FPN.USE_GN = False
+_C.MODEL.FPN.USE_RELU = False
+
+# GroupNorm of "*WithGN" backbones and FPN.USE_GN (not of the head towers).
+_C.MODEL.GROUP_NORM = CN()
+_C.MODEL.GROUP_NORM.DIM_PER_GP = -1
+_C.MODEL.GROUP_NORM.NUM_GROUPS = 32
+_C.MODEL.GROUP_NORM.EPSILON = 1e-5
+
+_C.MODEL.RESNETS = CN()
+# 1 = ResNet, > 1 = ResNeXt.
+_C.MODEL.RESNETS.NUM_GROUPS = 1
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+# Stride on the 1x1 conv (MSRA/caffe) instead of the 3x3 (pytorch/FB).
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True
+# Block and stem builders: "BottleneckWithFixedBatchNorm", "BottleneckWithGN",
+# "BasicBlockWithFixedBatchNorm", "BasicBlockWithGN"; stems likewise.
+_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
+_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
+# Unused (ROI heads only), kept so configs load.
+_C.MODEL.RESNETS.RES5_DILATION = 1
+# FPN output width.
+_C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4
+# Output width of res2 (doubles per stage); 64 for BasicBlock bodies.
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+# Deformable conv per stage res2..res5.
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
+# new: frozen BN statistics but trainable affine in unfrozen stages (spec C11).
+_C.MODEL.RESNETS.BN_AFFINE_TRAINABLE = False
+# new: eps of the backbone frozen BN (0 in the original).
+_C.MODEL.RESNETS.BN_EPS = 0.0
+# new: zero-initialise backbone DCN offset convs (spec C12).
+_C.MODEL.RESNETS.DCN_ZERO_INIT_OFFSET = False
+
+# --------------------------------------------------------------------------- #
+# ATSS head (also read by Dynamic ATSS)
+# --------------------------------------------------------------------------- #
+_C.MODEL.ATSS = CN()
+# Number of classes including background.
+_C.MODEL.ATSS.NUM_CLASSES = 81
+_C.MODEL.ATSS.ANCHOR_SIZES = (64, 128, 256, 512, 1024)
+_C.MODEL.ATSS.ASPECT_RATIOS = (1.0,)
+_C.MODEL.ATSS.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
+# Computed but unused by ATSS, as in the original.
+_C.MODEL.ATSS.STRADDLE_THRESH = 0
+_C.MODEL.ATSS.OCTAVE = 2.0
+_C.MODEL.ATSS.SCALES_PER_OCTAVE = 1
+_C.MODEL.ATSS.NUM_CONVS = 4
+_C.MODEL.ATSS.USE_DCN_IN_TOWER = False
+_C.MODEL.ATSS.LOSS_ALPHA = 0.25
+_C.MODEL.ATSS.LOSS_GAMMA = 2.0
+# Positive selection: 'ATSS', 'SSC', 'IoU' or 'TOPK'.
+_C.MODEL.ATSS.POSITIVE_TYPE = "ATSS"
+_C.MODEL.ATSS.FG_IOU_THRESHOLD = 0.5
+_C.MODEL.ATSS.BG_IOU_THRESHOLD = 0.4
+# Candidates per level and per gt.
+_C.MODEL.ATSS.TOPK = 9
+# 'BOX' (deltas from the anchor box) or 'POINT' (distances from its centre).
+_C.MODEL.ATSS.REGRESSION_TYPE = "BOX"
+_C.MODEL.ATSS.REG_LOSS_WEIGHT = 2.0
+_C.MODEL.ATSS.PRIOR_PROB = 0.01
+_C.MODEL.ATSS.INFERENCE_TH = 0.05
+_C.MODEL.ATSS.NMS_TH = 0.6
+_C.MODEL.ATSS.PRE_NMS_TOP_N = 1000
+
+# --------------------------------------------------------------------------- #
+# FCOS head
+# --------------------------------------------------------------------------- #
+_C.MODEL.FCOS = CN()
+_C.MODEL.FCOS.NUM_CLASSES = 81
+_C.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
+_C.MODEL.FCOS.PRIOR_PROB = 0.01
+_C.MODEL.FCOS.INFERENCE_TH = 0.05
+_C.MODEL.FCOS.NMS_TH = 0.6
+_C.MODEL.FCOS.PRE_NMS_TOP_N = 1000
+_C.MODEL.FCOS.LOSS_ALPHA = 0.25
+_C.MODEL.FCOS.LOSS_GAMMA = 2.0
+_C.MODEL.FCOS.NUM_CONVS = 4
+# <= 0 disables centre sampling.
+_C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 0.0
+# "iou", "linear_iou" or "giou".
+_C.MODEL.FCOS.IOU_LOSS_TYPE = "iou"
+_C.MODEL.FCOS.NORM_REG_TARGETS = False
+_C.MODEL.FCOS.CENTERNESS_ON_REG = False
+_C.MODEL.FCOS.USE_DCN_IN_TOWER = False
+
+# --------------------------------------------------------------------------- #
+# RetinaNet head (USE_C5 also selects the P6 input of every FPN, spec C9)
+# --------------------------------------------------------------------------- #
+_C.MODEL.RETINANET = CN()
+_C.MODEL.RETINANET.NUM_CLASSES = 81
+_C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+_C.MODEL.RETINANET.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+_C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
+_C.MODEL.RETINANET.STRADDLE_THRESH = 0
+_C.MODEL.RETINANET.OCTAVE = 2.0
+_C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3
+# P6 from C5 (True) or from P5 (False).
+_C.MODEL.RETINANET.USE_C5 = True
+_C.MODEL.RETINANET.NUM_CONVS = 4
+_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0
+_C.MODEL.RETINANET.BBOX_REG_BETA = 0.11
+_C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000
+_C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5
+_C.MODEL.RETINANET.BG_IOU_THRESHOLD = 0.4
+_C.MODEL.RETINANET.LOSS_ALPHA = 0.25
+_C.MODEL.RETINANET.LOSS_GAMMA = 2.0
+_C.MODEL.RETINANET.PRIOR_PROB = 0.01
+_C.MODEL.RETINANET.INFERENCE_TH = 0.05
+_C.MODEL.RETINANET.NMS_TH = 0.4
+
+# --------------------------------------------------------------------------- #
+# Solver
+# --------------------------------------------------------------------------- #
+_C.SOLVER = CN()
+_C.SOLVER.MAX_ITER = 40000
+_C.SOLVER.BASE_LR = 0.001
+# lr multiplier and weight decay for parameters whose name contains "bias".
+_C.SOLVER.BIAS_LR_FACTOR = 2
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+# Extra lr multiplier for deformable-conv offset parameters.
+_C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 0.0005
+# new: if >= 0, all norm-layer parameters get BASE_LR and this decay (C15).
+_C.SOLVER.WEIGHT_DECAY_NORM = -1.0
+# new: "SGD" or "AdamW" (C16).
+_C.SOLVER.OPTIMIZER = "SGD"
+_C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
+# new: max L2 norm of all gradients; 0 disables clipping (C17).
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+_C.SOLVER.GAMMA = 0.1
+# Iterations at which the lr is multiplied by GAMMA.
+_C.SOLVER.STEPS = (30000,)
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 3
+_C.SOLVER.WARMUP_ITERS = 500
+# "constant" or "linear".
+_C.SOLVER.WARMUP_METHOD = "linear"
+_C.SOLVER.CHECKPOINT_PERIOD = 2500
+# new (maskrcnn-benchmark's name): evaluate every N iterations; 0 = off.
+_C.SOLVER.TEST_PERIOD = 0
+# Global batch, split over all processes.
+_C.SOLVER.IMS_PER_BATCH = 16
+
+# --------------------------------------------------------------------------- #
+# Test
+# --------------------------------------------------------------------------- #
+_C.TEST = CN()
+# [[task, metric, [mean, std]], ...] checked after evaluation.
+_C.TEST.EXPECTED_RESULTS = []
+_C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
+# Global test batch, split over all processes.
+_C.TEST.IMS_PER_BATCH = 8
+# Final per-image cap of every head.
+_C.TEST.DETECTIONS_PER_IMG = 100
+
+_C.TEST.BBOX_AUG = CN()
+_C.TEST.BBOX_AUG.ENABLED = False
+_C.TEST.BBOX_AUG.H_FLIP = False
+_C.TEST.BBOX_AUG.SCALES = ()
+_C.TEST.BBOX_AUG.MAX_SIZE = 4000
+_C.TEST.BBOX_AUG.SCALE_H_FLIP = False
+_C.TEST.BBOX_AUG.VOTE = False
+_C.TEST.BBOX_AUG.VOTE_TH = 0.66
+_C.TEST.BBOX_AUG.SCALE_RANGES = ()
+# 'nms', 'vote' or anything else for soft-vote.
+_C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
+
+# --------------------------------------------------------------------------- #
+# Misc
+# --------------------------------------------------------------------------- #
+_C.OUTPUT_DIR = "."
+_C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
+# new (maskrcnn-benchmark's key): "float32", "float16" or "bfloat16" autocast.
+_C.DTYPE = "float32"
+# new: seed of python, numpy and torch RNGs; < 0 draws one and logs it.
+_C.SEED = -1
+
+add_legacy_keys(_C)
