@@ -54,9 +54,9 @@ class DatasetCatalog:
             return dict(factory="COCODataset", args=args)
         if name in cls.TOY:
             # Imported here: generating images is only needed for these names.
-            from atss_core.data.datasets.toy_shapes import ensure_toy_dataset
+            from atss_core.data.datasets import toy_shapes
 
-            train, val = ensure_toy_dataset(toy_shapes_root())
+            train, val = toy_shapes.ensure_toy_dataset(toy_shapes_root(), **toy_shapes.DEFAULTS)
             paths = train if name == "toy_shapes_train" else val
             return dict(factory="COCODataset", args=dict(paths))
         raise KeyError(f"dataset {name!r} is not in the paths catalog; known names: {', '.join(cls.names())}")

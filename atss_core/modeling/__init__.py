@@ -1,0 +1,1 @@
+"""Model parts: backbone (ResNet + FPN), dense heads, assigners, losses, detector."""
