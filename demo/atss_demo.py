@@ -34,9 +34,10 @@ def image_paths(path):
     )
 
 
-def run_on_images(demo, input_path, output_dir):
+def run_on_images(demo, input_path, output_dir, max_images=0):
     mkdir(output_dir)
-    for path in image_paths(input_path):
+    paths = image_paths(input_path)
+    for path in paths[:max_images] if max_images > 0 else paths:
         image = cv2.imread(path)
         if image is None:
             print(f"skipping {path}: not readable as an image", file=sys.stderr)
@@ -78,19 +79,20 @@ def main():
     parser.add_argument("--output-dir", default="demo/output", help="where <name>_det.png files are written")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     parser.add_argument("--min-image-size", type=int, default=800, help="shorter side of the network input")
+    parser.add_argument("--max-images", type=int, default=0, help="only the first N images of --input (0 = all)")
     parser.add_argument("--webcam", action="store_true", help="read camera 0 instead of --input")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
     args = parser.parse_args()
 
     if "://" not in args.weights and not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights: no such file {args.weights!r} (a checkpoint written by tools/train_net.py)")
+        raise FileNotFoundError(f"--weights: no such file {args.weights!r} (a checkpoint of tools/train_net.py)")
     for warning in load_config(cfg, args.config_file, list(args.opts) + ["MODEL.WEIGHT", args.weights]):
         print(warning, file=sys.stderr)
     demo = COCODemo(cfg, confidence_threshold=args.confidence_threshold, min_image_size=args.min_image_size)
     if args.webcam:
         run_on_webcam(demo)
     else:
-        run_on_images(demo, args.input, args.output_dir)
+        run_on_images(demo, args.input, args.output_dir, args.max_images)
 
 
 if __name__ == "__main__":

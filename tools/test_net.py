@@ -19,7 +19,12 @@ from atss_core.utils.checkpoint import DetectronCheckpointer  # noqa: E402
 from atss_core.utils.collect_env import collect_env_info  # noqa: E402
 from atss_core.utils.comm import get_rank, get_world_size  # noqa: E402
 from atss_core.utils.logger import setup_logger  # noqa: E402
-from atss_core.utils.miscellaneous import add_launch_arguments, init_distributed, load_config, local_rank_of  # noqa: E402
+from atss_core.utils.miscellaneous import (  # noqa: E402
+    add_launch_arguments,
+    init_distributed,
+    load_config,
+    local_rank_of,
+)
 
 
 def main():

@@ -208,8 +208,8 @@ _C.SOLVER = CN()
 _C.SOLVER.MAX_ITER = 40000
 _C.SOLVER.BASE_LR = 0.001
 # lr multiplier and weight decay for parameters whose name contains "bias".
-_C.SOLVER.BIAS_LR_FACTOR = 2
-_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+_C.SOLVER.BIAS_LR_FACTOR = 2.0
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
 # Extra lr multiplier for deformable-conv offset parameters.
 _C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9

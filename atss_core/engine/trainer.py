@@ -102,7 +102,7 @@ def do_train(
         reduced = reduce_loss_dict(loss_dict)
         reduced_total = sum(loss.detach().float() for loss in reduced.values())
         if not torch.isfinite(reduced_total):
-            values = {k: float(v) for k, v in reduced.items()}
+            values = {k: float(v.detach()) for k, v in reduced.items()}
             raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}; no checkpoint saved")
         meters.update(loss=reduced_total, **reduced)
 

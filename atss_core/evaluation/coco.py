@@ -115,7 +115,10 @@ def check_expected_results(results, expected_results, sigma_tol):
         lo, hi = mean - sigma_tol * std, mean + sigma_tol * std
         ok = lo < actual < hi
         all_ok &= ok
-        msg = f"{task} > {metric} sanity check (actual vs. expected): {actual:.3f} vs. mean={mean:.4f}, std={std:.4f}, range=({lo:.4f}, {hi:.4f})"
+        msg = (
+            f"{task} > {metric} sanity check (actual vs. expected): {actual:.3f} vs. "
+            f"mean={mean:.4f}, std={std:.4f}, range=({lo:.4f}, {hi:.4f})"
+        )
         if ok:
             logger.info("PASS: " + msg)
         else:

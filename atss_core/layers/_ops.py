@@ -6,6 +6,7 @@ this package ask :func:`compiled_op` for a kernel and use their pure-PyTorch
 reference when it answers None, so ``import atss_core`` works without a build.
 """
 import functools
+import importlib
 import logging
 import warnings
 
@@ -24,27 +25,24 @@ _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 def _load_extension():
     """Returns (module or None, load error message or None)."""
     try:
-        from atss_core import _C
+        # Not `from atss_core import _C`: that reports a missing module as a
+        # generic "cannot import name" ImportError.
+        return importlib.import_module("atss_core._C"), None
     except ImportError as e:
         message = str(e)
         if isinstance(e, ModuleNotFoundError) and e.name == "atss_core._C":
             logger.debug("atss_core._C is not built; ops use their pure-PyTorch references")
-        elif any(marker in message for marker in _ABI_MISMATCH_MARKERS):
-            warnings.warn(
-                f"atss_core._C was built against a different torch than the installed {torch.__version__} "
-                f"({message}); {REBUILD_HINT}. Falling back to the slower pure-PyTorch ops.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            return None, message
+        if any(marker in message for marker in _ABI_MISMATCH_MARKERS):
+            problem = f"was built against a different torch than the installed {torch.__version__}"
         else:
-            warnings.warn(
-                f"atss_core._C failed to load ({message}); {REBUILD_HINT}. "
-                "Falling back to the slower pure-PyTorch ops.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            problem = "failed to load"
+        warnings.warn(
+            f"atss_core._C {problem} ({message}); {REBUILD_HINT}. Falling back to the slower pure-PyTorch ops.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None, message
-    return _C, None
 
 
 _C, _LOAD_ERROR = _load_extension()

@@ -41,6 +41,18 @@ def _check_inputs(input, offset, mask, weight, groups, deformable_groups):
         )
 
 
+def _as_compute_dtype(*tensors):
+    """Cast to one dtype torchvision's kernels accept: autocast hands over mixed
+    dtypes (bf16 offsets, fp32 weights) and the CPU kernel has no bfloat16."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    if dtype == torch.bfloat16 or any(t is not None and t.dtype != dtype for t in tensors):
+        dtype = torch.promote_types(dtype, torch.float32)
+    return [None if t is None else t.to(dtype) for t in tensors]
+
+
 def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1):
     """DCNv1 without bias.
 
@@ -49,9 +61,9 @@ def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1
     ints or (h, w) pairs. Gradients flow to input, offset and weight.
     """
     _check_inputs(input, offset, None, weight, groups, deformable_groups)
-    return deform_conv2d(
-        input, offset.contiguous(), weight, None, _pair(stride), _pair(padding), _pair(dilation)
-    )
+    x, offset, weight = _as_compute_dtype(input, offset, weight)
+    out = deform_conv2d(x, offset.contiguous(), weight, None, _pair(stride), _pair(padding), _pair(dilation))
+    return out.to(input.dtype)
 
 
 def modulated_deform_conv(
@@ -63,16 +75,11 @@ def modulated_deform_conv(
     bias [Cout].
     """
     _check_inputs(input, offset, mask, weight, groups, deformable_groups)
-    return deform_conv2d(
-        input,
-        offset.contiguous(),
-        weight,
-        bias,
-        _pair(stride),
-        _pair(padding),
-        _pair(dilation),
-        mask=mask.contiguous(),
+    x, offset, mask, weight, bias = _as_compute_dtype(input, offset, mask, weight, bias)
+    out = deform_conv2d(
+        x, offset.contiguous(), weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask=mask.contiguous()
     )
+    return out.to(input.dtype)
 
 
 class _DeformConvBase(nn.Module):

@@ -54,7 +54,9 @@ class SigmoidFocalLoss(nn.Module):
 
 def _check_inputs(logits, targets):
     if logits.dim() != 2 or not logits.is_floating_point():
-        raise ValueError(f"sigmoid_focal_loss: logits must be a floating [R, C] tensor, got {logits.dtype} {tuple(logits.shape)}")
+        raise ValueError(
+            f"sigmoid_focal_loss: logits must be a floating [R, C] tensor, got {logits.dtype} {tuple(logits.shape)}"
+        )
     if targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
         raise ValueError(
             f"sigmoid_focal_loss: targets must have shape [R] with R = {logits.shape[0]}, got {tuple(targets.shape)}"

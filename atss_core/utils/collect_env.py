@@ -1,4 +1,5 @@
 """One text table describing the software and hardware a run used."""
+import importlib.metadata
 import platform
 import sys
 
@@ -8,12 +9,19 @@ import torch
 import torchvision
 
 
-def _optional_version(module_name):
+def _optional_version(distribution):
     try:
-        module = __import__(module_name)
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _opencv_version():
+    try:
+        import cv2
     except ImportError:
         return "not installed"
-    return getattr(module, "__version__", "unknown")
+    return cv2.__version__
 
 
 def _extension_info():
@@ -37,7 +45,7 @@ def collect_env_info():
         ("PyTorch debug build", torch.version.debug),
         ("torchvision", torchvision.__version__),
         ("Pillow", PIL.__version__),
-        ("OpenCV", _optional_version("cv2")),
+        ("OpenCV", _opencv_version()),
         ("pycocotools", _optional_version("pycocotools")),
         ("yacs", _optional_version("yacs")),
         ("CUDA (torch build)", torch.version.cuda),
@@ -47,7 +55,8 @@ def collect_env_info():
         rows.append(("cuDNN", torch.backends.cudnn.version()))
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            rows.append((f"GPU {i}", f"{props.name} ({props.total_memory // 2**20} MiB, sm_{props.major}{props.minor})"))
+            memory = props.total_memory // 2**20
+            rows.append((f"GPU {i}", f"{props.name} ({memory} MiB, sm_{props.major}{props.minor})"))
     rows.append(("atss_core._C", _extension_info()))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -190,3 +190,17 @@ def test_bad_channel_counts_raise_clearly():
         deform_conv(x, torch.zeros(1, 2, 5, 5), torch.ones(2, 3, 1, 1))
     with pytest.raises(ValueError, match="mask has 2 channels"):
         modulated_deform_conv(x, torch.zeros(1, 2, 5, 5), torch.ones(1, 2, 5, 5), torch.ones(2, 4, 1, 1))
+
+
+def test_autocast_and_bfloat16():
+    # autocast gives bf16 offsets with fp32 weights; torchvision's CPU kernel has no bf16.
+    torch.manual_seed(4)
+    m = DFConv2d(4, 6)
+    x = torch.randn(1, 4, 5, 5)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
+    y16 = m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), ref, rtol=0.05, atol=0.05)

@@ -161,7 +161,9 @@ def test_equal_scores_lower_index_wins(impl):
     assert run_nms(impl, boxes3, t([0.3, 0.3, 0.3]), 0.5).tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("thr, expected", [(0.1, [1, 3]), (0.3, [1, 3]), (0.5, [1, 3]), (0.8, [1, 2, 3, 4]), (0.9, [0, 1, 2, 3, 4])])
+@pytest.mark.parametrize(
+    "thr, expected", [(0.1, [1, 3]), (0.3, [1, 3]), (0.5, [1, 3]), (0.8, [1, 2, 3, 4]), (0.9, [0, 1, 2, 3, 4])]
+)
 def test_maskrcnn_benchmark_five_boxes(impl, thr, expected):
     boxes, scores = t(BOXES5), t(SCORES5)
     assert run_nms(impl, boxes, scores, thr).tolist() == expected
