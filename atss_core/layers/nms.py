@@ -8,7 +8,8 @@ Contract shared by the compiled kernels and the pure-PyTorch references here
   continuous coordinates;
 - boxes are visited in descending score order with a stable sort, so of two
   equal scores the lower index wins;
-- a kept box suppresses a later one iff IoU > ``thresh`` (strict);
+- a kept box suppresses a later one iff IoU > ``thresh`` (strict), with the
+  IoU and the comparison in the box dtype, as the original CUDA kernels did;
 - the result is an int64 tensor of kept indices in **ascending index order**
   (not score order), on the device of ``boxes``.
 

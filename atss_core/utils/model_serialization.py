@@ -101,13 +101,14 @@ def load_state_dict(model, loaded_state_dict):
     return report
 
 
-# ImageNet backbone files (torchvision, open-mmlab, converted C2) name the
-# body's tensors without the ``backbone.body.`` / ``stem.`` prefixes.
 _DCN_CONV2 = re.compile(r"^(.*\blayer(\d+)\.\d+\.conv2)\.(weight|bias)$")
 
 
 def rename_dcn_conv2(state_dict, stage_with_dcn):
-    """``layer{i}.{b}.conv2.{weight,bias}`` -> ``conv2.conv.*`` for stages i with DCN (framework §4.4-6)."""
+    """``layer{i}.{b}.conv2.{weight,bias}`` -> ``conv2.conv.*`` for stages i with DCN (framework §4.4-6).
+
+    Idempotent: already renamed keys no longer match.
+    """
     out = OrderedDict()
     for key, value in state_dict.items():
         m = _DCN_CONV2.match(key)
@@ -118,15 +119,16 @@ def rename_dcn_conv2(state_dict, stage_with_dcn):
 
 
 def convert_imagenet_backbone(state_dict, stage_with_dcn, eps_fold=0.0):
-    """Prepare a torchvision-style ImageNet ResNet state dict for suffix loading (checkpoints.md §3.2-3.4).
+    """Prepare an ImageNet ResNet state dict for suffix loading (checkpoints.md §3.2-3.4).
 
-    Drops ``num_batches_tracked`` and the classifier (``fc.*``, ``fc1000.*``),
+    Input: torchvision-style names (torchvision, open-mmlab, renamed Caffe2).
+    Drops ``num_batches_tracked`` and the classifier (``fc.*``, ``fc1000.*``);
     moves the stem's ``conv1``/``bn1`` under ``stem.`` (left bare, they would
     suffix-match any block ``conv1``/``bn1`` the file lacks, e.g. when the
-    depth differs), renames DCN-stage ``conv2`` weights, and adds ``eps_fold`` to every
-    ``running_var`` so that our BN (eps ``MODEL.RESNETS.BN_EPS``) reproduces
-    the source's (eps 1e-5): pass ``1e-5 - BN_EPS`` for ``.pth`` sources and 0
-    for Caffe2 ``.pkl`` ones (AffineChannel has no eps).
+    depth differs); renames DCN-stage ``conv2`` weights; adds ``eps_fold`` to
+    every ``running_var`` so that our BN (eps ``MODEL.RESNETS.BN_EPS``)
+    reproduces the source's (eps 1e-5): pass ``1e-5 - BN_EPS`` for ``.pth``
+    sources and 0 for Caffe2 ``.pkl`` ones (AffineChannel has no eps).
     """
     out = OrderedDict()
     for key, value in state_dict.items():

@@ -36,9 +36,9 @@ def _const_offset(dy, dx, channels=2, size=3):
         (1, -2, [[0, 0, 4], [0, 0, 7], [0, 0, 0]]),
     ],
 )
-def test_hand_worked_sampling(dy, dx, expected):
-    out = deform_conv(X, _const_offset(dy, dx), ONE)
-    assert torch.equal(out[0, 0], torch.tensor(expected, dtype=torch.float64))
+def test_hand_worked_sampling(dy, dx, expected, device):
+    out = deform_conv(X.to(device), _const_offset(dy, dx).to(device), ONE.to(device))
+    assert torch.equal(out[0, 0].cpu(), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_mask_scales_samples():
@@ -87,15 +87,15 @@ def test_offset_layout_pin():
     "kernel, stride, padding, dilation, groups",
     [((3, 3), 1, 1, 1, 1), ((3, 3), 2, 1, 2, 1), ((3, 3), 1, 1, 1, 2), ((2, 3), (1, 2), (1, 0), (2, 1), 1)],
 )
-def test_zero_offset_unit_mask_is_conv(kernel, stride, padding, dilation, groups):
+def test_zero_offset_unit_mask_is_conv(kernel, stride, padding, dilation, groups, device):
     torch.manual_seed(0)
-    x = torch.randn(2, 4, 6, 7, dtype=torch.float64)
-    w = torch.randn(6, 4 // groups, *kernel, dtype=torch.float64)
-    b = torch.randn(6, dtype=torch.float64)
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, device=device)
+    w = torch.randn(6, 4 // groups, *kernel, dtype=torch.float64, device=device)
+    b = torch.randn(6, dtype=torch.float64, device=device)
     ref = F.conv2d(x, w, b, stride, padding, dilation, groups)
     k = kernel[0] * kernel[1]
-    offset = torch.zeros(2, 2 * k, *ref.shape[-2:], dtype=torch.float64)
-    mask = torch.ones(2, k, *ref.shape[-2:], dtype=torch.float64)
+    offset = torch.zeros(2, 2 * k, *ref.shape[-2:], dtype=torch.float64, device=device)
+    mask = torch.ones(2, k, *ref.shape[-2:], dtype=torch.float64, device=device)
     out = modulated_deform_conv(x, offset, mask, w, b, stride, padding, dilation, groups)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
 

@@ -73,6 +73,9 @@ def test_round_trip_with_solver_state(tmp_path):
 
     path = os.path.join(str(tmp_path), "model_0000003.pth")
     assert (tmp_path / "last_checkpoint").read_text() == path
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     data = torch.load(path, weights_only=True)
     assert sorted(data) == ["categories", "iteration", "model", "optimizer", "scheduler"]
     assert len(data["optimizer"]["state"]) == 4  # momentum of every trained tensor
