@@ -16,6 +16,6 @@ echo "[atss_core] 3/4 evaluation on toy_shapes_val"
 "$PYTHON" tools/test_net.py --config-file "$CONFIG" MODEL.WEIGHT "$OUT/model_final.pth" OUTPUT_DIR "$OUT"
 
 echo "[atss_core] 4/4 demo on a few val images"
-VAL_DIR=$("$PYTHON" -c "from atss_core.data.datasets.toy_shapes import ensure_toy_dataset; print(ensure_toy_dataset()['val']['root'])")
+VAL_DIR=$("$PYTHON" -c "from atss_core.data.datasets.toy_shapes import ensure_toy_dataset; print(ensure_toy_dataset().val['root'])")
 "$PYTHON" demo/atss_demo.py --config-file "$CONFIG" --weights "$OUT/model_final.pth" \
     --input "$VAL_DIR" --max-images 4 --output-dir "$OUT/demo" --confidence-threshold 0.4
