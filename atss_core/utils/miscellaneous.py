@@ -90,6 +90,9 @@ def load_config(cfg, config_file, opts):
     """
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file: no such file {config_file!r}")
+    flags = [o for o in opts[::2] if str(o).startswith("--")]
+    if flags:
+        raise ValueError(f"options {flags} must come before the KEY VALUE config overrides")
     if len(opts) % 2:
         raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number of items: {opts}")
     cfg.merge_from_file(config_file)

@@ -59,8 +59,10 @@ def run(args, tiny, timeout=300):
     return out
 
 
-def train_args(tiny, out_dir, *extra):
-    return ["tools/train_net.py", "--config-file", CONFIG, "PATHS_CATALOG", tiny["catalog"], "OUTPUT_DIR", str(out_dir)] + SMALL + list(extra)
+def train_args(tiny, out_dir, *opts, skip_test=False):
+    flags = ["--skip-test"] if skip_test else []  # flags go before the KEY VALUE overrides
+    return (["tools/train_net.py", "--config-file", CONFIG] + flags
+            + ["PATHS_CATALOG", tiny["catalog"], "OUTPUT_DIR", str(out_dir)] + SMALL + list(opts))
 
 
 def logged(out, key):
@@ -133,7 +135,7 @@ def test_train_evaluate_and_demo(tiny, tmp_path):
 def test_resume_continues_at_the_right_iteration_and_lr(tiny, tmp_path):
     full = tmp_path / "full"
     log_full = run(train_args(tiny, full, "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "20",
-                              "SOLVER.STEPS", "(25,)", "--skip-test"), tiny)
+                              "SOLVER.STEPS", "(25,)", skip_test=True), tiny)
 
     # a later run in another dir, holding only the mid-run checkpoint
     resumed = tmp_path / "resumed"
@@ -141,7 +143,7 @@ def test_resume_continues_at_the_right_iteration_and_lr(tiny, tmp_path):
     (resumed / "model_0000020.pth").write_bytes((full / "model_0000020.pth").read_bytes())
     (resumed / "last_checkpoint").write_text(str(resumed / "model_0000020.pth"))
     log_res = run(train_args(tiny, resumed, "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "20",
-                             "SOLVER.STEPS", "(25,)", "--skip-test"), tiny)
+                             "SOLVER.STEPS", "(25,)", skip_test=True), tiny)
 
     assert "resuming from" in log_res
     lr_full, lr_res = logged_lr(log_full), logged_lr(log_res)
@@ -161,7 +163,7 @@ def test_torchrun_two_processes_gloo(tiny, tmp_path):
     log = run(
         ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
          f"--master_port={_free_port()}"]
-        + train_args(tiny, out_dir, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "100", "--skip-test"),
+        + train_args(tiny, out_dir, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "100", skip_test=True),
         tiny,
     )
     assert re.search(r"world size 2|2 processes|Using 2", log, re.IGNORECASE), log[-3000:]
