@@ -78,7 +78,12 @@ def main():
     parser.add_argument("--input", default="demo/images", help="an image file or a folder of images")
     parser.add_argument("--output-dir", default="demo/output", help="where <name>_det.png files are written")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
-    parser.add_argument("--min-image-size", type=int, default=800, help="shorter side of the network input")
+    parser.add_argument(
+        "--min-image-size",
+        type=int,
+        default=None,
+        help="shorter side of the network input, longer side uncapped (default: the config's test resize)",
+    )
     parser.add_argument("--max-images", type=int, default=0, help="only the first N images of --input (0 = all)")
     parser.add_argument("--webcam", action="store_true", help="read camera 0 instead of --input")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from atss_core.data.build import load_paths_catalog
+from atss_core.data.transforms.transforms import Resize
 from atss_core.modeling.detector import build_detection_model
 from atss_core.structures.image_list import to_image_list
 from atss_core.utils.checkpoint import DetectronCheckpointer
@@ -44,15 +45,6 @@ def categories_from_catalog(cfg):
     return [c["name"] for c in sorted(categories, key=lambda c: c["id"])] or None
 
 
-def resized_shape(height, width, min_size):
-    """(h, w) with the shorter side = ``min_size`` and no cap on the longer one (torchvision Resize(int))."""
-    short, long = min(height, width), max(height, width)
-    if short == min_size:
-        return height, width
-    new_long = int(min_size * long / short)
-    return (min_size, new_long) if height <= width else (new_long, min_size)
-
-
 def label_color(label):
     """A fixed BGR colour per label, as python ints (what cv2 wants)."""
     return tuple(int(c) for c in (label * _PALETTE) % 255)
@@ -65,18 +57,24 @@ class COCODemo:
         cfg: a frozen config; MODEL.WEIGHT is loaded (never replaced by an
             OUTPUT_DIR/last_checkpoint).
         confidence_threshold: a score threshold, or one per class (index = label - 1).
-        min_image_size: shorter side of the network input (longer side uncapped).
+        min_image_size: shorter side of the network input, longer side uncapped
+            (the original demo's behaviour); None (default) resizes exactly as
+            evaluation does, with INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, so the
+            detections match what the model was trained and tested on.
         categories: class names (index = label - 1); default: the checkpoint's
             stored ``categories``, else the DATASETS.TEST annotation file, else COCO.
     """
 
-    def __init__(self, cfg, confidence_threshold=0.5, min_image_size=800, categories=None):
+    def __init__(self, cfg, confidence_threshold=0.5, min_image_size=None, categories=None):
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.model = build_detection_model(cfg).to(self.device).eval()
         extra = DetectronCheckpointer(cfg, self.model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHT, use_latest=False)
         self.categories = list(categories or extra.get("categories") or categories_from_catalog(cfg) or COCO_CATEGORIES)
         self.thresholds = self._threshold_tensor(confidence_threshold)
-        self.min_image_size = min_image_size
+        if min_image_size is None:
+            self.resize = Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        else:
+            self.resize = Resize(min_image_size, None)
         self.to_bgr255 = cfg.INPUT.TO_BGR255
         self.pixel_mean = torch.tensor(cfg.INPUT.PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
         self.pixel_std = torch.tensor(cfg.INPUT.PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
@@ -97,7 +95,7 @@ class COCODemo:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
         if not self.to_bgr255:
             x = x[[2, 1, 0]] / 255.0  # RGB in [0, 1] (spec C13)
-        size = resized_shape(x.shape[1], x.shape[2], self.min_image_size)
+        size = self.resize.get_size((x.shape[2], x.shape[1]))
         if size != tuple(x.shape[1:]):
             # antialias: close to the PIL bilinear resize of the original demo
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
@@ -126,17 +124,27 @@ class COCODemo:
     def label_name(self, label):
         return self.categories[label - 1] if 1 <= label <= len(self.categories) else str(label)
 
-    def overlay(self, image, predictions):
-        """A copy of ``image`` with a box and "<name>: <score>" per detection."""
-        out = image.copy()
-        boxes = predictions.convert("xyxy").bbox.tolist()
+    def overlay(self, image, predictions, min_canvas=480):
+        """A copy of ``image`` with a box and "<name>: <score>" per detection.
+
+        Small images are enlarged (nearest neighbour) to ``min_canvas`` pixels on
+        the shorter side first, so that labels stay legible; boxes are scaled
+        with them.
+        """
+        scale = max(1, int(np.ceil(min_canvas / min(image.shape[:2]))))
+        out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale > 1 else image.copy()
+        boxes = (predictions.convert("xyxy").bbox * scale).round().int().tolist()
         labels = predictions.get_field("labels").tolist()
         scores = predictions.get_field("scores").tolist()
+        font, font_scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
         for (x1, y1, x2, y2), label in zip(boxes, labels):
-            cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), label_color(label), 2)
+            cv2.rectangle(out, (x1, y1), (x2, y2), label_color(label), 2)
         for (x1, y1, _, _), label, score in zip(boxes, labels, scores):
             text = f"{self.label_name(label)}: {score:.2f}"
-            cv2.putText(out, text, (int(x1), int(y1)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+            (tw, th), base = cv2.getTextSize(text, font, font_scale, thickness)
+            y = max(y1, th + base)  # keep the label inside the picture
+            cv2.rectangle(out, (x1, y - th - base), (x1 + tw, y), label_color(label), -1)
+            cv2.putText(out, text, (x1, y - base), font, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
         return out
 
     def run_on_opencv_image(self, image):
