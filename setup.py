@@ -6,7 +6,8 @@ Install against the torch already present (pip must never replace it):
 
 The extension is C++ only unless ``csrc/cuda/*.cu`` exist and either torch has
 CUDA and nvcc is found, or ``FORCE_CUDA=1``. Without a visible GPU, set
-``TORCH_CUDA_ARCH_LIST`` to choose the architectures (default below).
+``TORCH_CUDA_ARCH_LIST`` to choose the architectures (default below). The
+build runs ninja with ``MAX_JOBS`` parallel compiles (default: the CPU count).
 """
 import glob
 import os
@@ -16,7 +17,9 @@ import shutil
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;9.0+PTX"  # A100, A10/RTX 30xx, H100/H200 (+PTX for newer)
+# sm_80 code also runs on 8.6/8.9 (A10, RTX 30xx/40xx); PTX for 9.0 is compiled
+# by the driver for newer GPUs. Each architecture adds to every .cu compile.
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def find_cuda_home():
@@ -62,7 +65,17 @@ def nvidia_wheel_include_dirs():
     return sorted(glob.glob(os.path.join(site_packages, "nvidia", "*", "include")))
 
 
+def visible_gpu_arch_list():
+    """The visible GPUs' architectures as torch would target them ("8.0;9.0+PTX"), or ""."""
+    if not torch.cuda.is_available():
+        return ""
+    arches = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return ";".join(f"{major}.{minor}" for major, minor in arches) + "+PTX"
+
+
 def get_extensions():
+    # ninja's default (CPU count + 2) overloads small machines: nvcc jobs take ~1 GB each.
+    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     include_dirs = [os.path.join(ROOT, "csrc")]
@@ -76,16 +89,18 @@ def get_extensions():
                 extra_compile_args=extra_compile_args,
             )
         ]
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = visible_gpu_arch_list() or DEFAULT_CUDA_ARCH_LIST
     extra_compile_args["nvcc"] = ["-O3"]
+    # The quotes make it a C string literal (extension_info() reports it).
+    arch_list_macro = ("ATSS_CORE_CUDA_ARCH_LIST", f'"{os.environ["TORCH_CUDA_ARCH_LIST"]}"')
     return [
         CUDAExtension(
             "atss_core._C",
             sources + cuda_sources,
             include_dirs=include_dirs + nvidia_wheel_include_dirs(),
             library_dirs=[os.path.join(CUDA_HOME, "lib64")],
-            define_macros=[("WITH_CUDA", None)],
+            define_macros=[("WITH_CUDA", None), arch_list_macro],
             extra_compile_args=extra_compile_args,
         )
     ]
@@ -99,7 +114,7 @@ setup(
     python_requires=">=3.9",
     # torch/torchvision are deliberately absent: the build uses the installed
     # ones, and pip must not swap the user's CUDA build for another.
-    install_requires=["yacs", "pycocotools", "opencv-python-headless", "tqdm", "numpy", "pillow"],
+    install_requires=["yacs", "pycocotools", "opencv-python-headless", "tqdm", "numpy", "pillow", "tensorboard"],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

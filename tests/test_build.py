@@ -16,22 +16,39 @@ from atss_core.layers._ops import compiled_op, extension_info
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_no_legacy_apis_in_csrc():
-    legacy = re.compile(r"THC|AT_CHECK|AT_ASSERTM?\b|AT_ERROR|\.type\(\)|\.data<|at::IntList")
+def csrc_sources():
     sources = [p for p in (ROOT / "csrc").rglob("*") if p.suffix in {".cpp", ".cu", ".h", ".cuh"}]
     assert sources
+    return sources
+
+
+def test_no_legacy_apis_in_csrc():
+    # Tensor::type() is legacy; Device::type() (as in `x.device().type()`) is not.
+    legacy = re.compile(r"THC|AT_CHECK|AT_ASSERTM?\b|AT_ERROR|(?<!device\(\))\.type\(\)|\.data<|at::IntList|printf")
     hits = [
         f"{p.relative_to(ROOT)}:{i}"
-        for p in sources
+        for p in csrc_sources()
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if legacy.search(line)
     ]
     assert hits == []
+    assert legacy.search("x.type().is_cuda()") and not legacy.search("x.device().type() == t")
+
+
+def test_cuda_launches_name_a_stream_and_are_checked():
+    # <<<grid, block, shared, stream>>>: never the legacy default stream.
+    for path in csrc_sources():
+        text = path.read_text()
+        launches = re.findall(r"<<<(.*?)>>>", text, flags=re.S)
+        assert all(len(args.split(",")) == 4 and "stream" in args.lower() for args in launches), (path, launches)
+        assert len(launches) <= text.count("C10_CUDA_KERNEL_LAUNCH_CHECK()"), path
 
 
 def test_extension_info_is_consistent():
     info = extension_info()
-    assert set(info) == {"available", "cuda", "cuda_version", "built_with_torch", "torch", "path", "error"}
+    assert set(info) == {
+        "available", "cuda", "cuda_version", "cuda_arch_list", "built_with_torch", "torch", "path", "error",
+    }
     assert info["torch"] == torch.__version__
     if not info["available"]:
         assert info["error"] and not info["cuda"] and compiled_op("nms", torch.device("cpu")) is None
@@ -39,7 +56,9 @@ def test_extension_info_is_consistent():
     # A stale build (other torch) would be a silent ABI hazard.
     assert info["built_with_torch"] == torch.__version__.split("+")[0]
     assert info["error"] is None
-    assert info["cuda"] == (info["cuda_version"] is not None)
+    assert info["cuda"] == (info["cuda_version"] is not None) == (info["cuda_arch_list"] is not None)
+    if info["cuda"]:
+        assert re.fullmatch(r"\d+\.\d+(\+PTX)?(;\d+\.\d+(\+PTX)?)*", info["cuda_arch_list"])
     if not list((ROOT / "csrc" / "cuda").glob("*.cu")):
         assert not info["cuda"]
     assert compiled_op("nms", torch.device("cpu")) is torch.ops.atss_core.nms
@@ -50,8 +69,9 @@ def test_extension_info_is_consistent():
 @pytest.fixture
 def run_setup(monkeypatch):
     """Executes a setup.py with setuptools.setup captured and the env restored."""
-    saved = {var: os.environ.get(var) for var in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "FORCE_CUDA")}
-    monkeypatch.delenv("FORCE_CUDA", raising=False)
+    saved = {var: os.environ.get(var) for var in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "FORCE_CUDA", "MAX_JOBS")}
+    for var in ("FORCE_CUDA", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS"):
+        monkeypatch.delenv(var, raising=False)
     captured = {}
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
 
@@ -62,7 +82,7 @@ def run_setup(monkeypatch):
         return captured, namespace
 
     yield run
-    for var, value in saved.items():  # setup.py itself may set CUDA_HOME / TORCH_CUDA_ARCH_LIST
+    for var, value in saved.items():  # setup.py itself sets CUDA_HOME / TORCH_CUDA_ARCH_LIST / MAX_JOBS
         if value is None:
             os.environ.pop(var, None)
         else:
@@ -85,6 +105,17 @@ def test_setup_builds_a_cpu_extension_without_cuda_sources(run_setup):
         assert not any(s.endswith(".cu") for s in ext.sources)
         assert ("WITH_CUDA", None) not in ext.define_macros
     assert namespace["want_cuda"]([]) is False
+    assert os.environ["MAX_JOBS"] == str(os.cpu_count())
+
+
+def test_built_extension_has_cuda_iff_setup_selects_it(run_setup):
+    # CI has nvcc and a CUDA torch but no GPU: the CUDA sources must be compiled
+    # there, so that a CUDA compile error fails CI.
+    info = extension_info()
+    if not info["available"]:
+        pytest.skip("atss_core._C is not built")
+    _, namespace = run_setup(ROOT)
+    assert info["cuda"] == namespace["want_cuda"](sorted(str(p) for p in (ROOT / "csrc" / "cuda").glob("*.cu")))
 
 
 def test_setup_force_cuda_selects_a_cuda_extension(run_setup, tmp_path):
@@ -99,13 +130,23 @@ def test_setup_force_cuda_selects_a_cuda_extension(run_setup, tmp_path):
     (tmp_path / "csrc" / "cuda" / "nms_kernel.cu").write_text("")
     if "CUDA_HOME" not in os.environ and not os.path.exists("/usr/local/cuda/bin/nvcc") and not shutil.which("nvcc"):
         pytest.skip("no CUDA toolkit")
-    kwargs, _ = run_setup(tmp_path, FORCE_CUDA="1")
+    kwargs, namespace = run_setup(tmp_path, FORCE_CUDA="1", MAX_JOBS="3")
     (ext,) = kwargs["ext_modules"]
     assert "csrc/cuda/nms_kernel.cu" in ext.sources
     assert ("WITH_CUDA", None) in ext.define_macros
     assert "-O3" in ext.extra_compile_args["nvcc"]
+    assert os.environ["MAX_JOBS"] == "3"
+    cuda_home = namespace["CUDA_HOME"]
+    assert os.path.join(cuda_home, "lib64") in ext.library_dirs
+    wheel_headers = list((Path(torch.__file__).parents[1] / "nvidia").glob("*/include"))
+    assert {str(p) for p in wheel_headers} <= set(ext.include_dirs)
     if not torch.cuda.is_available():
-        assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0;8.6;9.0+PTX"
+        assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0+PTX"
+        assert ("ATSS_CORE_CUDA_ARCH_LIST", '"8.0;9.0+PTX"') in ext.define_macros
+    # An explicit list is kept and reported.
+    kwargs, _ = run_setup(tmp_path, FORCE_CUDA="1", TORCH_CUDA_ARCH_LIST="7.5;8.6")
+    (ext,) = kwargs["ext_modules"]
+    assert ("ATSS_CORE_CUDA_ARCH_LIST", '"7.5;8.6"') in ext.define_macros
 
 
 class _FailingFinder:

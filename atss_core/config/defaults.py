@@ -67,6 +67,13 @@ _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
 # Names from the paths catalog; each is evaluated on its own.
 _C.DATASETS.TEST = ()
+# new: your own COCO-format data without a catalog entry: annotation json files,
+# paired one to one with image folders; added after the DATASETS.TRAIN names.
+_C.DATASETS.TRAIN_ANN_FILES = ()
+_C.DATASETS.TRAIN_IMG_DIRS = ()
+# new: the same for evaluation; results go to inference/<json file name>/.
+_C.DATASETS.TEST_ANN_FILES = ()
+_C.DATASETS.TEST_IMG_DIRS = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
@@ -202,6 +209,45 @@ _C.MODEL.RETINANET.INFERENCE_TH = 0.05
 _C.MODEL.RETINANET.NMS_TH = 0.4
 
 # --------------------------------------------------------------------------- #
+# DSLA head (new; dsla.md 7.1 with spec/README.md 3.1 names; defaults = the
+# logged R-50 run, the R-101 "tricks" run sets the bracketed values)
+# --------------------------------------------------------------------------- #
+_C.MODEL.DSLA = CN()
+_C.MODEL.DSLA.NUM_CLASSES = 81
+_C.MODEL.DSLA.NUM_CONVS = 4
+_C.MODEL.DSLA.FPN_STRIDES = [8, 16, 32, 64, 128]
+_C.MODEL.DSLA.PRIOR_PROB = 0.01
+_C.MODEL.DSLA.USE_GN = True
+# Tower conv bias [True].
+_C.MODEL.DSLA.CONV_BIAS = False
+# DCNv2 as the last conv of both towers [True].
+_C.MODEL.DSLA.USE_DCN_IN_TOWER = False
+# Points at (k + POINT_OFFSET) * stride (spec C6).
+_C.MODEL.DSLA.POINT_OFFSET = 0.0
+_C.MODEL.DSLA.REGRESS_RANGES = [[0, 64], [64, 128], [128, 256], [256, 512], [512, 100000000]]
+# Smooth scale score over relaxed level intervals.
+_C.MODEL.DSLA.INTERVAL_RELAXATION = True
+_C.MODEL.DSLA.INTERVAL_RELAXATION_FACTOR = 0.2
+# Soft-target options.
+_C.MODEL.DSLA.CENTERNESS_CORE_ZONE = True
+_C.MODEL.DSLA.IOU_SCORE_COUPLING = True
+_C.MODEL.DSLA.IOU_SCORE_ONLY = False
+# 0 = off [1.5].
+_C.MODEL.DSLA.CENTER_SAMPLING_RADIUS = 0.0
+# ReLU output times stride [True].
+_C.MODEL.DSLA.NORM_REG_TARGETS = False
+# Quality focal loss beta and weight [1.0].
+_C.MODEL.DSLA.LOSS_GAMMA = 2.0
+_C.MODEL.DSLA.CLS_LOSS_WEIGHT = 2.0
+# "iou" (-ln IoU) or "giou" ["giou"].
+_C.MODEL.DSLA.IOU_LOSS_TYPE = "iou"
+_C.MODEL.DSLA.REG_LOSS_WEIGHT = 1.0
+_C.MODEL.DSLA.IOU_LOSS_EPS = 1e-6
+_C.MODEL.DSLA.INFERENCE_TH = 0.05
+_C.MODEL.DSLA.NMS_TH = 0.6
+_C.MODEL.DSLA.PRE_NMS_TOP_N = 1000
+
+# --------------------------------------------------------------------------- #
 # Solver
 # --------------------------------------------------------------------------- #
 _C.SOLVER = CN()
@@ -233,6 +279,12 @@ _C.SOLVER.CHECKPOINT_PERIOD = 2500
 _C.SOLVER.TEST_PERIOD = 0
 # Global batch, split over all processes.
 _C.SOLVER.IMS_PER_BATCH = 16
+# new: batch the schedule was tuned for; if > 0 and != IMS_PER_BATCH, BASE_LR is
+# scaled by IMS_PER_BATCH / it and WARMUP_ITERS, STEPS, MAX_ITER,
+# CHECKPOINT_PERIOD, TEST_PERIOD inversely (logged); 0 = off.
+_C.SOLVER.AUTO_SCALE_REFERENCE_BATCH = 0
+# new: iterations between training log lines and TensorBoard writes.
+_C.SOLVER.LOG_PERIOD = 20
 
 # --------------------------------------------------------------------------- #
 # Test
@@ -246,16 +298,25 @@ _C.TEST.IMS_PER_BATCH = 8
 # Final per-image cap of every head.
 _C.TEST.DETECTIONS_PER_IMG = 100
 
+# Test-time augmentation (engine/tta.py).
 _C.TEST.BBOX_AUG = CN()
+# Evaluate with the passes below and merge their detections.
 _C.TEST.BBOX_AUG.ENABLED = False
+# Add a horizontally flipped pass at the test size.
 _C.TEST.BBOX_AUG.H_FLIP = False
+# Extra shorter-side sizes, one pass each.
 _C.TEST.BBOX_AUG.SCALES = ()
+# Longer-side cap of the extra sizes (with VOTE: only of sizes >= 800).
 _C.TEST.BBOX_AUG.MAX_SIZE = 4000
+# Add a flipped pass at every extra size.
 _C.TEST.BBOX_AUG.SCALE_H_FLIP = False
+# Merge by per-class MERGE_TYPE and SCALE_RANGES instead of NMS + final cap.
 _C.TEST.BBOX_AUG.VOTE = False
+# IoU (+1 convention) that puts boxes in one voting cluster.
 _C.TEST.BBOX_AUG.VOTE_TH = 0.66
+# With VOTE: per extra size, [min, max]: keep boxes with min^2 < area < max^2.
 _C.TEST.BBOX_AUG.SCALE_RANGES = ()
-# 'nms', 'vote' or anything else for soft-vote.
+# With VOTE: 'nms', 'vote' or 'soft-vote'.
 _C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
 
 # --------------------------------------------------------------------------- #
@@ -267,5 +328,8 @@ _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
 _C.DTYPE = "float32"
 # new: seed of python, numpy and torch RNGs; < 0 draws one and logs it.
 _C.SEED = -1
+# new: deterministic kernels (cuDNN without autotuning, deterministic torch
+# algorithms where they exist; slower on GPU).
+_C.DETERMINISTIC = False
 
 add_legacy_keys(_C)

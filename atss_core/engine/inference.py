@@ -8,6 +8,8 @@ import torch
 from tqdm import tqdm
 
 from atss_core.data import make_data_loader
+from atss_core.data.build import dataset_names
+from atss_core.engine.tta import TestTimeAugmentation
 from atss_core.evaluation.coco import do_coco_evaluation
 from atss_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
 from atss_core.utils.miscellaneous import atomic_write, mkdir, unwrap_model
@@ -39,16 +41,19 @@ def _num_local_images(data_loader):
         return None
 
 
-def compute_on_dataset(model, data_loader, device, im_detect=None):
+def compute_on_dataset(model, data_loader, device, im_detect=None, desc=None):
     """Records of this rank's images keyed by dataset index, and the model time (s).
 
     ``im_detect(model, images, device) -> list[BoxList]`` replaces the plain
     forward (e.g. test-time augmentation); by default ``model(images.to(device))``.
+    Rank 0 shows a progress bar with images/s (``desc`` names it).
     """
     model.eval()
     device = torch.device(device)
     results, model_time = {}, 0.0
-    progress = tqdm(total=_num_local_images(data_loader), unit="img", disable=not is_main_process())
+    progress = tqdm(
+        total=_num_local_images(data_loader), desc=desc, unit="img", mininterval=1.0, disable=not is_main_process()
+    )
     with torch.no_grad(), progress:
         for images, _, image_ids in data_loader:
             start = time.perf_counter()
@@ -88,11 +93,12 @@ def accumulate_predictions(per_rank_results, num_images):
 def _log_time(label, seconds, num_images, world):
     per_image = seconds * world / max(num_images, 1)
     logger.info(
-        "%s: %s (%.4f s / img per device, on %d devices)",
+        "%s: %s (%.4f s / img per device, on %d devices; %.2f img/s in all)",
         label,
         datetime.timedelta(seconds=int(seconds)),
         per_image,
         world,
+        num_images / max(seconds, 1e-9),
     )
 
 
@@ -116,7 +122,7 @@ def inference(
     world = get_world_size()
     logger.info("Start evaluation on %s dataset (%d images).", dataset_name, len(dataset))
     start = time.perf_counter()
-    local_results, model_time = compute_on_dataset(model, data_loader, device, im_detect)
+    local_results, model_time = compute_on_dataset(model, data_loader, device, im_detect, desc=dataset_name)
     synchronize()
     _log_time("Total run time", time.perf_counter() - start, len(dataset), world)
     _log_time("Model inference time", model_time, len(dataset), world)
@@ -142,17 +148,17 @@ def run_test(cfg, model, distributed=False, iteration=None):
     """Evaluate ``model`` on every ``cfg.DATASETS.TEST`` set; results per dataset name.
 
     Outputs go to ``OUTPUT_DIR/inference/<name>/`` (``.../model_{iteration:07d}``
-    for a periodic evaluation during training). Must run on every rank.
+    for a periodic evaluation during training). ``TEST.BBOX_AUG.ENABLED``
+    switches to test-time augmentation. Must run on every rank.
     Returns ``{name: COCOResults}`` on rank 0 and ``{}`` elsewhere.
     """
-    if cfg.TEST.BBOX_AUG.ENABLED:
-        raise NotImplementedError("TEST.BBOX_AUG.ENABLED: test-time augmentation is not implemented in atss_core yet")
     model = unwrap_model(model)
     if str(cfg.MODEL.DEVICE).startswith("cuda"):
         torch.cuda.empty_cache()
+    im_detect = TestTimeAugmentation.from_config(cfg) if cfg.TEST.BBOX_AUG.ENABLED else None
     loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     all_results = {}
-    for name, loader in zip(cfg.DATASETS.TEST, loaders):
+    for name, loader in zip(dataset_names(cfg, is_train=False), loaders):
         folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
         if iteration is not None:
             folder = os.path.join(folder, f"model_{iteration:07d}")
@@ -166,6 +172,7 @@ def run_test(cfg, model, distributed=False, iteration=None):
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
             output_folder=folder,
+            im_detect=im_detect,
         )
         synchronize()
         if results is not None:

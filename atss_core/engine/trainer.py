@@ -8,11 +8,10 @@ import time
 
 import torch
 
-from atss_core.utils.comm import reduce_loss_dict
+from atss_core.utils.comm import all_gather, reduce_loss_dict
 from atss_core.utils.metric_logger import MetricLogger, eta_string
-from atss_core.utils.miscellaneous import unwrap_model
+from atss_core.utils.miscellaneous import get_rng_states, unwrap_model
 
-LOG_PERIOD = 20
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -25,22 +24,62 @@ def resolve_dtype(dtype):
     return _DTYPES[dtype]
 
 
+def make_grad_scaler(dtype, device):
+    """The ``torch.amp.GradScaler`` float16 training needs (None for float32/bfloat16)."""
+    if resolve_dtype(dtype) != torch.float16:
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
 def progress_listeners(model):
     """Every submodule of the unwrapped model that defines ``set_train_progress`` (C22)."""
     return [m for m in unwrap_model(model).modules() if callable(getattr(m, "set_train_progress", None))]
 
 
+def peak_memory_mb(device):
+    """CUDA peak allocated memory on ``device``, or the process's peak RSS on CPU, in MB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
 def memory_summary(device):
     """``max mem: N`` (CUDA peak allocated, MB), or the process peak RSS on CPU."""
-    if device.type == "cuda":
-        return f"max mem: {torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-    return f"max mem (cpu rss): {peak_mb:.0f}"
+    label = "max mem" if device.type == "cuda" else "max mem (cpu rss)"
+    return f"{label}: {peak_memory_mb(device):.0f}"
 
 
 def _trainable_grads(optimizer):
     return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def check_finite_parameters(model, iteration):
+    """FloatingPointError naming the first parameters that hold NaN/inf.
+
+    Run on every rank before a save, so that all ranks stop together and the
+    last good checkpoint is never replaced by a broken one.
+    """
+    bad = [name for name, p in unwrap_model(model).named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite weights after iteration {iteration} in {len(bad)} parameters, e.g. {bad[:3]}; "
+            "not saving, the last checkpoint stays the last good one"
+        )
+
+
+def save_checkpoint(checkpointer, name, model, data_loader, arguments):
+    """Save ``name`` with ``arguments``, every rank's RNG states and the sampler position.
+
+    A collective (RNG states are gathered): every rank calls it; rank 0 writes.
+    """
+    iteration = arguments["iteration"]
+    check_finite_parameters(model, iteration)
+    extra = dict(arguments, rng_states=all_gather(get_rng_states()))
+    batch_sampler = getattr(data_loader, "batch_sampler", None)
+    if hasattr(batch_sampler, "state_at"):
+        extra["sampler"] = batch_sampler.state_at(iteration)
+    checkpointer.save(name, **extra)
 
 
 def do_train(
@@ -56,29 +95,37 @@ def do_train(
     clip_grad_norm=0.0,
     test_period=0,
     run_test=None,
+    scaler=None,
+    log_period=20,
+    event_writer=None,
 ):
     """Train from ``arguments["iteration"]`` to ``len(data_loader)`` iterations.
 
     ``data_loader`` yields ``(ImageList, targets, indices)``; the model returns
     a loss dict in train mode, summed without weights. Saves ``model_{:07d}``
-    every ``checkpoint_period`` iterations and ``model_final`` at the end, with
-    ``**arguments`` as extra entries (so ``iteration`` is stored). ``dtype``
-    "float16"/"bfloat16" autocasts the forward (GradScaler for float16 on
-    CUDA); ``clip_grad_norm`` > 0 clips the global L2 norm before the step. If
+    every ``checkpoint_period`` iterations and ``model_final`` at the end
+    (:func:`save_checkpoint`: ``**arguments`` such as ``iteration``, RNG
+    states, sampler position). ``dtype`` "float16"/"bfloat16" autocasts the
+    forward; float16 scales the loss with ``scaler`` (made here if None).
+    ``clip_grad_norm`` > 0 clips the global L2 norm before the step. If
     ``test_period`` > 0, ``run_test(iteration)`` is called every
     ``test_period`` iterations (the model is put back in train mode after).
+    Every ``log_period`` iterations a line is logged and ``event_writer`` (a
+    ``TensorboardWriter``, optional) writes the means of the losses, lr,
+    time, data time and memory since its previous write.
     A non-finite total loss raises FloatingPointError before any update.
     """
     logger = logging.getLogger("atss_core.trainer")
-    logger.info("Start training")
     device = torch.device(device)
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
+    logger.info("Start training at iteration %d of %d", start_iter + 1, max_iter)
     listeners = progress_listeners(model)
     amp_dtype = resolve_dtype(dtype)
     use_autocast = amp_dtype != torch.float32
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    if scaler is None:
+        scaler = make_grad_scaler(amp_dtype, device)
 
     model.train()
     start_training_time = time.time()
@@ -99,10 +146,10 @@ def do_train(
 
         # Averaged over ranks (an all-reduce), so every rank sees the same
         # value and a non-finite loss stops all of them at the same iteration.
-        reduced = reduce_loss_dict(loss_dict)
-        reduced_total = sum(loss.detach().float() for loss in reduced.values())
+        reduced = {k: v.detach().float() for k, v in reduce_loss_dict(loss_dict).items()}
+        reduced_total = sum(reduced.values())
         if not torch.isfinite(reduced_total):
-            values = {k: float(v.detach()) for k, v in reduced.items()}
+            values = {k: float(v) for k, v in reduced.items()}
             raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}; no checkpoint saved")
         meters.update(loss=reduced_total, **reduced)
 
@@ -120,13 +167,19 @@ def do_train(
             scaler.update()
         else:
             optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
         scheduler.step()
 
         batch_time = time.time() - end
         end = time.time()
         meters.update(time=batch_time, data=data_time)
+        if event_writer is not None:
+            event_writer.add(
+                loss=reduced_total, **reduced, lr=lr, time=batch_time, data_time=data_time,
+                max_mem_mb=peak_memory_mb(device),
+            )
 
-        if iteration % LOG_PERIOD == 0 or iteration == max_iter:
+        if iteration % log_period == 0 or iteration == max_iter:
             logger.info(
                 meters.delimiter.join(
                     [
@@ -138,10 +191,12 @@ def do_train(
                     ]
                 )
             )
+            if event_writer is not None:
+                event_writer.write(iteration)
         if checkpoint_period > 0 and iteration % checkpoint_period == 0:
-            checkpointer.save(f"model_{iteration:07d}", **arguments)
+            save_checkpoint(checkpointer, f"model_{iteration:07d}", model, data_loader, arguments)
         if iteration == max_iter:
-            checkpointer.save("model_final", **arguments)
+            save_checkpoint(checkpointer, "model_final", model, data_loader, arguments)
         if test_period > 0 and iteration % test_period == 0 and iteration != max_iter and run_test is not None:
             run_test(iteration)
             model.train()

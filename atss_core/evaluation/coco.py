@@ -5,6 +5,7 @@ Predictions arrive as plain records (see ``engine.inference.boxlist_to_record``)
 "box_offset": 0 | 1}`` in network-input coordinates, one per dataset index.
 """
 import contextlib
+import io
 import json
 import logging
 import os
@@ -21,6 +22,8 @@ from atss_core.utils.miscellaneous import save_json
 logger = logging.getLogger(__name__)
 
 BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Names of COCOeval.stats, the 12 lines of its printed summary.
+SUMMARY_METRICS = BBOX_METRICS + ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def record_to_coco_json(record, image_width, image_height, image_id, contiguous_to_json):
@@ -70,16 +73,50 @@ def evaluate_bbox(coco_gt, json_path):
 
     An empty result file is evaluated against an empty ``COCO()`` (pycocotools'
     ``loadRes`` cannot take an empty list): every AP is then 0 or -1.
-    Prints the standard 12-line summary on stdout.
+    Returns the ``COCOeval`` and the 12 lines of its summary (also logged).
     """
     with open(json_path) as f:
         has_results = len(json.load(f)) > 0
-    coco_dt = coco_gt.loadRes(json_path) if has_results else COCO()
-    coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-    coco_eval.evaluate()
-    coco_eval.accumulate()
-    coco_eval.summarize()
-    return coco_eval
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_dt = coco_gt.loadRes(json_path) if has_results else COCO()
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        coco_eval.summarize()
+    summary = printed.getvalue().rstrip("\n").splitlines()
+    logger.info("COCO bbox evaluation:\n%s", "\n".join(summary))
+    return coco_eval, summary
+
+
+def per_class_ap(coco_eval):
+    """AP (IoU .50:.95) and AP50 per category, area "all", 100 detections.
+
+    Returns a list, in ``coco_eval.params.catIds`` order, of
+    ``{"id": json category id, "category": name, "AP": float or None, "AP50": ...}``;
+    None where the category has no ground truth (precision -1 throughout).
+    """
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # [T, R, K]: IoU thresholds x recall x classes
+    rows = []
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        row = {"id": int(cat_id), "category": coco_eval.cocoGt.cats[cat_id]["name"]}
+        for metric, values in (("AP", precision[:, :, k]), ("AP50", precision[0, :, k])):
+            valid = values[values > -1]
+            row[metric] = float(valid.mean()) if valid.size else None
+        rows.append(row)
+    return rows
+
+
+def format_per_class_table(rows, pairs_per_line=3):
+    """A text table of ``category | AP`` pairs, several per line (as detectron2 logs it)."""
+    cells = [(r["category"], "-" if r["AP"] is None else f"{r['AP']:.3f}") for r in rows]
+    name_width = max([len("category")] + [len(c[0]) for c in cells])
+    header = " | ".join([f"{'category':<{name_width}} | {'AP':>5}"] * min(pairs_per_line, max(len(cells), 1)))
+    lines = [header, "-" * len(header)]
+    for start in range(0, len(cells), pairs_per_line):
+        chunk = cells[start:start + pairs_per_line]
+        lines.append(" | ".join(f"{name:<{name_width}} | {ap:>5}" for name, ap in chunk))
+    return "\n".join(lines)
 
 
 class COCOResults:
@@ -146,8 +183,11 @@ def do_coco_evaluation(dataset, predictions, output_folder=None, expected_result
     """Write ``bbox.json``, evaluate it, and return a ``COCOResults``.
 
     ``dataset`` needs ``coco``, ``get_img_info``, ``id_to_img_map`` and
-    ``contiguous_category_id_to_json_id``. With ``output_folder`` the json, the
-    metrics (``coco_results.json``) and the per-class thresholds are kept there.
+    ``contiguous_category_id_to_json_id``. Logs the 12-line summary and a
+    per-category AP table. With ``output_folder`` the detections (``bbox.json``)
+    and ``coco_results.json`` are kept there; the latter holds the metrics, the
+    12 summary values and lines, per-category AP/AP50 and the per-class
+    score thresholds.
     """
     for attr in ("coco", "get_img_info", "id_to_img_map", "contiguous_category_id_to_json_id"):
         if not hasattr(dataset, attr):
@@ -161,12 +201,19 @@ def do_coco_evaluation(dataset, predictions, output_folder=None, expected_result
         folder = output_folder or stack.enter_context(tempfile.TemporaryDirectory())
         json_path = os.path.join(folder, "bbox.json")
         save_json(json_results, json_path)
-        coco_eval = evaluate_bbox(dataset.coco, json_path)
+        coco_eval, summary_lines = evaluate_bbox(dataset.coco, json_path)
     results = COCOResults("bbox")
     results.update(coco_eval)
     logger.info(results)
+    classes = per_class_ap(coco_eval)
+    logger.info("Per-category bbox AP:\n%s", format_per_class_table(classes))
 
-    summary = {"results": results.results}
+    summary = {
+        "results": results.results,
+        "summary": dict(zip(SUMMARY_METRICS, (float(v) for v in coco_eval.stats))),
+        "summary_lines": summary_lines,
+        "per_class": classes,
+    }
     if json_results:
         f_measure, thresholds = compute_thresholds_for_classes(coco_eval)
         logger.info("Maximum f-measures for classes: %s", [round(float(v), 4) for v in f_measure])

@@ -5,7 +5,6 @@ Importing ``atss_core._C`` registers ``torch.ops.atss_core.*`` (schemas in
 this package ask :func:`compiled_op` for a kernel and use their pure-PyTorch
 reference when it answers None, so ``import atss_core`` works without a build.
 """
-import functools
 import importlib
 import logging
 import warnings
@@ -52,14 +51,17 @@ def extension_info():
     """How ``atss_core._C`` was built, or why it is not loaded.
 
     Returns a dict: ``available`` (bool), ``cuda`` (built with CUDA kernels),
-    ``cuda_version`` (int such as 13000, or None), ``built_with_torch`` (torch
-    version of the headers it was compiled against), ``torch`` (the running
-    torch), ``path`` (the loaded file) and ``error`` (load error or None).
+    ``cuda_version`` (int such as 13000, or None), ``cuda_arch_list`` (the
+    TORCH_CUDA_ARCH_LIST it was compiled for, e.g. "8.0;9.0+PTX", or None),
+    ``built_with_torch`` (torch version of the headers it was compiled
+    against), ``torch`` (the running torch), ``path`` (the loaded file) and
+    ``error`` (load error or None).
     """
     return {
         "available": _C is not None,
         "cuda": bool(getattr(_C, "WITH_CUDA", False)),
         "cuda_version": getattr(_C, "CUDA_VERSION", None),
+        "cuda_arch_list": getattr(_C, "CUDA_ARCH_LIST", None),
         "built_with_torch": getattr(_C, "TORCH_VERSION", None),
         "torch": torch.__version__,
         "path": getattr(_C, "__file__", None),
@@ -67,13 +69,21 @@ def extension_info():
     }
 
 
-@functools.lru_cache(maxsize=None)
+_KERNEL_CACHE = {}  # (op name, device type) -> bool
+
+
+@torch.compiler.assume_constant_result  # torch.compile embeds the answer instead of tracing it
 def _has_kernel(name, device_type):
-    key = _DISPATCH_KEYS.get(device_type)
-    # An op missing from the library (an older build) has no kernel anywhere.
-    if _C is None or key is None or not hasattr(torch.ops.atss_core, name):
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"atss_core::{name}", key)
+    if (name, device_type) not in _KERNEL_CACHE:
+        key = _DISPATCH_KEYS.get(device_type)
+        # An op missing from the library (an older build) has no kernel anywhere.
+        _KERNEL_CACHE[name, device_type] = (
+            _C is not None
+            and key is not None
+            and hasattr(torch.ops.atss_core, name)
+            and torch._C._dispatch_has_kernel_for_dispatch_key(f"atss_core::{name}", key)
+        )
+    return _KERNEL_CACHE[name, device_type]
 
 
 def compiled_op(name, device):
@@ -99,12 +109,16 @@ def _check_nms_shapes(boxes, scores):
     )
 
 
+def _has_op(name):
+    # An older build may lack an op; registering anything for it would fail.
+    return hasattr(torch.ops.atss_core, name)
+
+
 def _register_fake_kernels():
     """Shape functions for FakeTensor / torch.compile tracing of the compiled ops."""
 
     def register_fake(name):
-        # An older build may lack an op; registering a fake for it would fail.
-        if hasattr(torch.ops.atss_core, name):
+        if _has_op(name):
             return torch.library.register_fake(f"atss_core::{name}")
         return lambda fn: fn
 
@@ -122,6 +136,64 @@ def _register_fake_kernels():
         )
         return _dynamic_index_vector(boxes)
 
+    @register_fake("sigmoid_focal_loss")
+    def _sigmoid_focal_loss_fake(logits, targets, gamma, alpha, reduction, with_grad):
+        torch._check(logits.dim() == 2, lambda: f"logits must be [R, C], got {tuple(logits.shape)}")
+        torch._check(
+            targets.dim() == 1 and targets.shape[0] == logits.shape[0],
+            lambda: f"targets must be [R] with R = {logits.shape[0]}, got {tuple(targets.shape)}",
+        )
+        loss_dtype = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+        loss = logits.new_empty(() if reduction == "sum" else logits.shape, dtype=loss_dtype)
+        grad = torch.empty_like(logits) if with_grad else logits.new_empty((0,))
+        return loss, grad
+
+
+def _register_autocast():
+    """NMS kernels take float32/float64 (maskrcnn-benchmark wrapped them in apex's
+    float_function): under autocast, half boxes and scores are upcast. The focal
+    loss kernel reads float16/bfloat16 itself and needs no rule."""
+    for name in ("nms", "ml_nms"):
+        if _has_op(name):
+            for device_type in ("cpu", "cuda"):
+                torch.library.register_autocast(f"atss_core::{name}", device_type, torch.float32)
+
+
+def _focal_setup_context(ctx, inputs, output):
+    logits, targets, gamma, alpha, _reduction, with_grad = inputs
+    local_grad = output[1]  # d loss_element / d logits, from the forward pass
+    ctx.mark_non_differentiable(local_grad)
+    ctx.gamma, ctx.alpha = gamma, alpha
+    # A direct call with with_grad=False has no local gradient; the backward
+    # then recomputes it (the wrappers never take that path).
+    ctx.save_for_backward(*((local_grad,) if with_grad else (logits, targets)))
+
+
+def _focal_backward(ctx, grad_loss, _grad_local_grad):
+    if torch.is_grad_enabled():
+        # create_graph=True: the saved derivative is a constant here, so a second
+        # derivative through it would silently be zero.
+        raise RuntimeError(
+            "atss_core::sigmoid_focal_loss supports first derivatives only (create_graph=True was "
+            "requested); use atss_core.layers.sigmoid_focal_loss.sigmoid_focal_loss_reference for higher orders"
+        )
+    if len(ctx.saved_tensors) == 1:
+        (local_grad,) = ctx.saved_tensors
+    else:
+        logits, targets = ctx.saved_tensors
+        _, local_grad = torch.ops.atss_core.sigmoid_focal_loss(logits, targets, ctx.gamma, ctx.alpha, "none", True)
+    # A scalar grad_loss (reduction "sum") broadcasts over [R, C].
+    return (local_grad * grad_loss).to(local_grad.dtype), None, None, None, None, None
+
+
+def _register_autograd():
+    if _has_op("sigmoid_focal_loss"):
+        torch.library.register_autograd(
+            "atss_core::sigmoid_focal_loss", _focal_backward, setup_context=_focal_setup_context
+        )
+
 
 if _C is not None:
     _register_fake_kernels()
+    _register_autocast()
+    _register_autograd()

@@ -1,13 +1,20 @@
 """Deformable convolution v1/v2 (kernels.md §3).
 
-The compute lives in :func:`deform_conv` and :func:`modulated_deform_conv` so
-that swapping ``torchvision.ops.deform_conv2d`` for our own kernels stays local
-to these two functions.
+Both versions run through one compiled op, ``atss_core::deform_conv_forward``
+(csrc/deform_conv.cpp, CPU and CUDA kernels; DCNv1 passes no mask), whose
+gradient op ``deform_conv_backward`` is wired in here with
+``torch.library.register_autograd``, next to its fake (shape) kernels. Where
+no kernel is built for the input's device, ``torchvision.ops.deform_conv2d``
+computes the same thing.
 
 Layout (same as torchvision and the original CUDA kernels): for kernel tap
 ``k = i * kw + j`` and deformable group ``d``, offset channel ``d*2K + 2k`` is
 the row shift (dy) and ``d*2K + 2k + 1`` the column shift (dx); mask channel
-``d*K + k`` scales the same tap. K = kh * kw, D = deformable_groups.
+``d*K + k`` scales the same tap. K = kh * kw, D = deformable_groups. A sample
+is bilinear with zeros outside the map.
+
+float16/bfloat16 (or mixed, as under autocast) inputs are computed in float32
+and the result is cast back to the input dtype.
 """
 import math
 
@@ -15,6 +22,43 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
+
+from ._ops import compiled_op
+
+
+def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1):
+    """DCNv1 without bias.
+
+    Shapes: input [N, C, H, W]; offset [N, 2*D*K, Ho, Wo]; weight
+    [Cout, C/groups, kh, kw] -> [N, Cout, Ho, Wo]. stride/padding/dilation are
+    ints or (h, w) pairs. Gradients flow to input, offset and weight.
+    """
+    return _deform_conv2d(input, offset, None, weight, None, stride, padding, dilation, groups, deformable_groups)
+
+
+def modulated_deform_conv(
+    input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1
+):
+    """DCNv2: each sampled value is multiplied by ``mask`` before the weights.
+
+    Shapes: as :func:`deform_conv`, plus mask [N, D*K, Ho, Wo] and optional
+    bias [Cout]. Gradients flow to all five tensors.
+    """
+    return _deform_conv2d(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups)
+
+
+def _deform_conv2d(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
+    """Both versions; ``mask=None`` is DCNv1 and ``bias`` is optional for either."""
+    _check_inputs(input, offset, mask, weight, groups, deformable_groups)
+    x, offset, mask, weight, bias = _as_compute_dtype(input, offset, mask, weight, bias)
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    op = compiled_op("deform_conv_forward", x.device)
+    if op is None:
+        # torchvision reads groups and deformable_groups off the shapes.
+        out = deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask=mask)
+    else:
+        out = op(x, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups)
+    return out.to(input.dtype)
 
 
 def _check_inputs(input, offset, mask, weight, groups, deformable_groups):
@@ -42,44 +86,59 @@ def _check_inputs(input, offset, mask, weight, groups, deformable_groups):
 
 
 def _as_compute_dtype(*tensors):
-    """Cast to one dtype torchvision's kernels accept: autocast hands over mixed
-    dtypes (bf16 offsets, fp32 weights) and the CPU kernel has no bfloat16."""
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
+    """Cast to one float32 or float64 dtype: the kernels take no half types, and
+    autocast hands over mixed dtypes (bf16 offsets, fp32 weights)."""
+    dtype = torch.float32
+    for t in tensors:
         if t is not None:
             dtype = torch.promote_types(dtype, t.dtype)
-    if dtype == torch.bfloat16 or any(t is not None and t.dtype != dtype for t in tensors):
-        dtype = torch.promote_types(dtype, torch.float32)
     return [None if t is None else t.to(dtype) for t in tensors]
 
 
-def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1):
-    """DCNv1 without bias.
-
-    Shapes: input [N, C, H, W]; offset [N, 2*D*K, Ho, Wo]; weight
-    [Cout, C/groups, kh, kw] -> [N, Cout, Ho, Wo]. stride/padding/dilation are
-    ints or (h, w) pairs. Gradients flow to input, offset and weight.
-    """
-    _check_inputs(input, offset, None, weight, groups, deformable_groups)
-    x, offset, weight = _as_compute_dtype(input, offset, weight)
-    out = deform_conv2d(x, offset.contiguous(), weight, None, _pair(stride), _pair(padding), _pair(dilation))
-    return out.to(input.dtype)
+def _output_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
-def modulated_deform_conv(
-    input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1
-):
-    """DCNv2: each sampled value is multiplied by ``mask`` before the weights.
+def _register_compiled_op():
+    """Autograd and fake kernels of the compiled op (no-op without it)."""
+    if compiled_op("deform_conv_forward", torch.device("cpu")) is None:
+        return
 
-    Shapes: as :func:`deform_conv`, plus mask [N, D*K, Ho, Wo] and optional
-    bias [Cout].
-    """
-    _check_inputs(input, offset, mask, weight, groups, deformable_groups)
-    x, offset, mask, weight, bias = _as_compute_dtype(input, offset, mask, weight, bias)
-    out = deform_conv2d(
-        x, offset.contiguous(), weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask=mask.contiguous()
-    )
-    return out.to(input.dtype)
+    def setup_context(ctx, inputs, output):
+        input, offset, mask, weight, bias, *params = inputs
+        ctx.save_for_backward(input, offset, mask, weight, bias)
+        ctx.params = params
+
+    def backward(ctx, grad_out):
+        input, offset, mask, weight, bias = ctx.saved_tensors
+        grads = list(
+            torch.ops.atss_core.deform_conv_backward(grad_out, input, offset, mask, weight, bias, *ctx.params)
+        )
+        # The op returns empty tensors for an absent mask or bias.
+        if mask is None:
+            grads[2] = None
+        if bias is None:
+            grads[4] = None
+        return (*grads, None, None, None, None, None)
+
+    torch.library.register_autograd("atss_core::deform_conv_forward", backward, setup_context=setup_context)
+
+    @torch.library.register_fake("atss_core::deform_conv_forward")
+    def _forward_fake(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
+        out_h, out_w = (
+            _output_size(input.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i]) for i in (0, 1)
+        )
+        return input.new_empty((input.shape[0], weight.shape[0], out_h, out_w))
+
+    @torch.library.register_fake("atss_core::deform_conv_backward")
+    def _backward_fake(grad_out, input, offset, mask, weight, bias, *params):
+        def like_or_empty(t):
+            return input.new_empty((0,)) if t is None else torch.empty_like(t)
+
+        return tuple(like_or_empty(t) for t in (input, offset, mask, weight, bias))
+
+
+_register_compiled_op()
 
 
 class _DeformConvBase(nn.Module):
@@ -131,12 +190,10 @@ class DeformConv(_DeformConvBase):
     """DCNv1 module: ``forward(x [N,C,H,W], offset [N,2*D*K,Ho,Wo]) -> [N,Cout,Ho,Wo]``."""
 
     def forward(self, x, offset):
-        out = deform_conv(
-            x, offset, self.weight, self.stride, self.padding, self.dilation, self.groups, self.deformable_groups
+        return _deform_conv2d(
+            x, offset, None, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            self.deformable_groups,
         )
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
 
 
 class ModulatedDeformConv(_DeformConvBase):

@@ -11,29 +11,48 @@ ignore, and a label above C has no positive channel. The logs are written
 as softplus terms and the gradient is the closed form of §2.3, which keeps
 both finite for any logit (the original CPU fallback gave NaN/inf).
 
-The computation is pure PyTorch; a fused compiled kernel would replace
-``_forward`` and ``_backward`` (same arguments and results) per device.
+The compiled kernel (``torch.ops.atss_core.sigmoid_focal_loss``, CPU and CUDA)
+computes the loss and, when logits require grad, its derivative in one pass;
+the backward is then one multiply. Without a kernel for the device the
+pure-PyTorch :func:`sigmoid_focal_loss_reference` runs instead.
 """
 import torch
 from torch import nn
 
+from ._ops import compiled_op
 
-def sigmoid_focal_loss(logits, targets, gamma, alpha):
-    """Per-element focal loss.
+_REDUCTIONS = ("none", "sum")
+
+
+def sigmoid_focal_loss(logits, targets, gamma, alpha, reduction="none"):
+    """Focal loss per element or summed.
 
     Args:
         logits (Tensor[R, C]): float logits; float16/bfloat16 are computed in float32.
-        targets (Tensor[R]): integer labels, 1..C class, 0 background, < 0 ignore.
+        targets (Tensor[R]): int32/int64 labels, 1..C class, 0 background, < 0 ignore.
         gamma (float): focusing exponent (>= 0).
         alpha (float): weight of positive elements; negatives get 1 - alpha.
+        reduction (str): "none" or "sum".
 
     Returns:
-        Tensor[R, C]: losses, float32 (float64 for float64 logits).
+        Tensor[R, C] (or a scalar for "sum"): float32 (float64 for float64 logits).
     """
-    _check_inputs(logits, targets)
+    _check_inputs(logits, targets, reduction)
+    op = compiled_op("sigmoid_focal_loss", logits.device)
+    if op is None:
+        return sigmoid_focal_loss_reference(logits, targets, gamma, alpha, reduction)
+    with_grad = torch.is_grad_enabled() and logits.requires_grad
+    loss, _ = op(logits, targets, float(gamma), float(alpha), reduction, with_grad)
+    return loss
+
+
+def sigmoid_focal_loss_reference(logits, targets, gamma, alpha, reduction="none"):
+    """Pure-PyTorch :func:`sigmoid_focal_loss` (any device; also twice differentiable)."""
+    _check_inputs(logits, targets, reduction)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    return _SigmoidFocalLossFunction.apply(logits, targets, float(gamma), float(alpha))
+    loss = _SigmoidFocalLossFunction.apply(logits, targets, float(gamma), float(alpha))
+    return loss.sum() if reduction == "sum" else loss
 
 
 class SigmoidFocalLoss(nn.Module):
@@ -46,13 +65,13 @@ class SigmoidFocalLoss(nn.Module):
         self.alpha = float(alpha)
 
     def forward(self, logits, targets):
-        return sigmoid_focal_loss(logits, targets, self.gamma, self.alpha).sum()
+        return sigmoid_focal_loss(logits, targets, self.gamma, self.alpha, reduction="sum")
 
     def extra_repr(self):
         return f"gamma={self.gamma}, alpha={self.alpha}"
 
 
-def _check_inputs(logits, targets):
+def _check_inputs(logits, targets, reduction):
     if logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(
             f"sigmoid_focal_loss: logits must be a floating [R, C] tensor, got {logits.dtype} {tuple(logits.shape)}"
@@ -61,10 +80,12 @@ def _check_inputs(logits, targets):
         raise ValueError(
             f"sigmoid_focal_loss: targets must have shape [R] with R = {logits.shape[0]}, got {tuple(targets.shape)}"
         )
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+    if targets.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"sigmoid_focal_loss: targets must be integer labels (int32/int64), got {targets.dtype}")
     if targets.device != logits.device:
         raise ValueError(f"sigmoid_focal_loss: logits are on {logits.device} but targets on {targets.device}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"sigmoid_focal_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 class _SigmoidFocalLossFunction(torch.autograd.Function):

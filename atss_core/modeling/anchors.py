@@ -37,6 +37,17 @@ def octave_sizes(sizes: Sequence[float], octave: float, scales_per_octave: int) 
     return [tuple(s * octave ** (i / scales_per_octave) for i in range(scales_per_octave)) for s in sizes]
 
 
+def shift_cells(cell: Tensor, stride: int, grid_size: Tuple[int, int]) -> Tensor:
+    """Boxes of one location (A, 4) repeated over an (H, W) grid with shifts (x s, y s)
+    -> (H * W * A, 4), ordered y, x, a (row-major, y outer)."""
+    h, w = grid_size
+    ys = torch.arange(h, dtype=torch.float32, device=cell.device) * stride
+    xs = torch.arange(w, dtype=torch.float32, device=cell.device) * stride
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    shifts = torch.stack((x, y, x, y), dim=-1).reshape(-1, 1, 4)
+    return (shifts + cell.view(1, -1, 4)).reshape(-1, 4)
+
+
 class BufferList(nn.Module):
     """Like ``nn.ParameterList`` for buffers: keys ``0``, ``1``, ... in the state dict."""
 
@@ -88,14 +99,7 @@ class AnchorGenerator(nn.Module):
 
     def grid_anchors(self, grid_sizes: Sequence[Tuple[int, int]]) -> List[Tensor]:
         """Per level (H_l * W_l * A, 4), ordered y, x, a (row-major, y outer)."""
-        out = []
-        for (h, w), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors):
-            ys = torch.arange(h, dtype=torch.float32, device=cell.device) * stride
-            xs = torch.arange(w, dtype=torch.float32, device=cell.device) * stride
-            y, x = torch.meshgrid(ys, xs, indexing="ij")
-            shifts = torch.stack((x, y, x, y), dim=-1).reshape(-1, 1, 4)
-            out.append((shifts + cell.view(1, -1, 4)).reshape(-1, 4))
-        return out
+        return [shift_cells(cell, stride, hw) for hw, stride, cell in zip(grid_sizes, self.strides, self.cell_anchors)]
 
     def forward(self, features: Sequence[Tensor]) -> Tuple[Tensor, List[int]]:
         """Anchors shared by every image of the batch.
@@ -111,12 +115,45 @@ class AnchorGenerator(nn.Module):
         return torch.cat(per_level, dim=0), [len(a) for a in per_level]
 
 
-def make_anchor_generator_atss(cfg) -> AnchorGenerator:
-    """``MODEL.ATSS.{ANCHOR_SIZES, ASPECT_RATIOS, ANCHOR_STRIDES, STRADDLE_THRESH, OCTAVE, SCALES_PER_OCTAVE}``."""
-    c = cfg.MODEL.ATSS
+class PointGenerator(nn.Module):
+    """One location per feature-map cell, for the anchor-free (FCOS-style) heads.
+
+    The location (y, x) of a level with stride s is the point
+    p = ((x + offset) s, (y + offset) s). It is emitted as the box
+    [p - s/2, p + s/2] on both axes (its stride cell when offset = 0.5), so the
+    box centre is the point and x2 - x1 is the stride: one (R, 4) tensor carries
+    both to the coders, assigners and ``DenseHead`` exactly like anchors.
+    FCOS uses offset 0.5, i.e. ``k s + s // 2`` for its even strides (spec C6).
+    No parameters or buffers, hence no checkpoint keys.
+    """
+
+    def __init__(self, strides: Sequence[int] = (8, 16, 32, 64, 128), offset: float = 0.5):
+        super().__init__()
+        self.strides = tuple(int(s) for s in strides)
+        self.offset = float(offset)
+
+    def forward(self, features: Sequence[Tensor]) -> Tuple[Tensor, List[int]]:
+        """features: per-level maps (N, ·, H_l, W_l) -> cells (R, 4), levels concatenated; num_per_level [L]."""
+        if len(features) != len(self.strides):
+            raise ValueError(f"got {len(features)} feature levels for {len(self.strides)} point strides")
+        per_level = []
+        for f, s in zip(features, self.strides):
+            lo, hi = (self.offset - 0.5) * s, (self.offset + 0.5) * s
+            cell = torch.tensor([[lo, lo, hi, hi]], dtype=torch.float32, device=f.device)
+            per_level.append(shift_cells(cell, s, tuple(f.shape[-2:])))
+        return torch.cat(per_level, dim=0), [len(p) for p in per_level]
+
+    def extra_repr(self):
+        return f"strides={self.strides}, offset={self.offset}"
+
+
+def make_anchor_generator(cfg, head: str = "ATSS") -> AnchorGenerator:
+    """``MODEL.<head>.{ANCHOR_SIZES, ASPECT_RATIOS, ANCHOR_STRIDES, STRADDLE_THRESH, OCTAVE,
+    SCALES_PER_OCTAVE}`` for head "ATSS" (also Dynamic ATSS) or "RETINANET"."""
+    c = cfg.MODEL[head]
     if len(c.ANCHOR_SIZES) != len(c.ANCHOR_STRIDES):
         raise ValueError(
-            f"MODEL.ATSS.ANCHOR_SIZES {tuple(c.ANCHOR_SIZES)} and MODEL.ATSS.ANCHOR_STRIDES "
+            f"MODEL.{head}.ANCHOR_SIZES {tuple(c.ANCHOR_SIZES)} and MODEL.{head}.ANCHOR_STRIDES "
             f"{tuple(c.ANCHOR_STRIDES)} must have one entry per FPN level"
         )
     return AnchorGenerator(
@@ -125,3 +162,11 @@ def make_anchor_generator_atss(cfg) -> AnchorGenerator:
         tuple(c.ANCHOR_STRIDES),
         c.STRADDLE_THRESH,
     )
+
+
+def make_anchor_generator_atss(cfg) -> AnchorGenerator:
+    return make_anchor_generator(cfg, "ATSS")
+
+
+def make_anchor_generator_retinanet(cfg) -> AnchorGenerator:
+    return make_anchor_generator(cfg, "RETINANET")

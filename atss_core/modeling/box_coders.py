@@ -2,9 +2,13 @@
 
 ``BoxCoder`` is the ATSS/Dynamic ATSS coder (sfzhang15/ATSS
 ``modeling/rpn/atss/atss.py`` ``BoxCoder``, atss_heads §4.1). Its centre is
-the box midpoint ((x1 + x2) / 2) and its widths use the +1 convention; do not
-mix it with the maskrcnn-benchmark coder of RetinaNet (§4.2), whose centre
-differs by half a pixel.
+the box midpoint ((x1 + x2) / 2) and its widths use the +1 convention. Its
+BOX mode also serves RetinaNet: the maskrcnn-benchmark coder (§4.2) puts
+centres at x1 + w/2, half a pixel further, but on the anchor and the box
+alike, and decodes x2 as centre + w/2 - 1; the shifts cancel, so both encode
+and decode are the same functions (tests/modeling/test_coders_fcos_retinanet.py).
+
+``LTRBCoder`` is FCOS's: distances from a location to the box sides.
 """
 import math
 from typing import Sequence
@@ -88,3 +92,35 @@ class BoxCoder:
 
     def __repr__(self):
         return f"BoxCoder(mode={self.mode!r}, weights={self.weights}, point_scale={self.point_scale})"
+
+
+class LTRBCoder:
+    """Distances (l, t, r, b) from a location to the sides of a box (FCOS, atss_heads §9.1).
+
+    Locations are the cells of ``PointGenerator``: the centre is the point,
+    x2 - x1 the stride. With ``in_strides`` the distances are in strides
+    (FCOS NORM_REG_TARGETS), otherwise in pixels. Continuous geometry, no +1.
+    """
+
+    def __init__(self, in_strides: bool = False):
+        self.in_strides = bool(in_strides)
+
+    def _centre_unit(self, cells: Tensor):
+        x1, y1, x2, y2 = cells.unbind(-1)
+        unit = (x2 - x1) if self.in_strides else torch.ones_like(x1)
+        return (x1 + x2) / 2, (y1 + y2) / 2, unit
+
+    def encode(self, gt_boxes: Tensor, cells: Tensor) -> Tensor:
+        """gt_boxes, cells (..., 4) -> (l, t, r, b) (..., 4)."""
+        cx, cy, unit = self._centre_unit(cells)
+        x1, y1, x2, y2 = gt_boxes.unbind(-1)
+        return torch.stack((cx - x1, cy - y1, x2 - cx, y2 - cy), dim=-1) / unit[..., None]
+
+    def decode(self, deltas: Tensor, cells: Tensor) -> Tensor:
+        """(l, t, r, b), cells (..., 4) -> xyxy boxes (..., 4) in deltas' dtype; no clamp."""
+        cx, cy, unit = self._centre_unit(cells.to(deltas.dtype))
+        l, t, r, b = (deltas * unit[..., None]).unbind(-1)
+        return torch.stack((cx - l, cy - t, cx + r, cy + b), dim=-1)
+
+    def __repr__(self):
+        return f"LTRBCoder(in_strides={self.in_strides})"

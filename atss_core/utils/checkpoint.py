@@ -1,9 +1,14 @@
 """Saving and loading model/solver state (framework §3.6 "Checkpoint file", §4.1; checkpoints.md §3.7).
 
 Save writes ``<save_dir>/<name>.pth`` = {"model", "optimizer", "scheduler",
-**extra} atomically, then ``<save_dir>/last_checkpoint`` (its path).
+"scaler", **extra} atomically, then ``<save_dir>/last_checkpoint`` (its path).
 
-Load resolves a weight URI (:func:`~atss_core.utils.model_zoo.resolve_weight_uri`),
+Two ways in: :meth:`Checkpointer.resume` continues a run (model, optimizer,
+scheduler and AMP scaler; every tensor must fit), :meth:`Checkpointer.load_weights`
+initialises from ``MODEL.WEIGHT`` (model only; tensors of another shape,
+e.g. the classifier of another class count, are skipped and reported).
+
+Both resolve a weight URI (:func:`~atss_core.utils.model_zoo.resolve_weight_uri`),
 reads ``.pkl`` as Caffe2 and anything else with ``torch.load(weights_only=True)``,
 unwraps ``{"model": sd}`` / ``{"state_dict": sd}`` / a bare state dict, strips
 DDP's ``module.`` and loads by longest-suffix matching. ImageNet backbone
@@ -30,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # nn.BatchNorm2d's eps, which every .pth ImageNet source was trained with.
 _SOURCE_BN_EPS = 1e-5
+# Training state saved next to the model; restored only when resuming.
+_SOLVER_STATES = ("optimizer", "scheduler", "scaler")
 _BODY_KEY = re.compile(r"(^|\.)body\.")
 
 
@@ -96,10 +103,12 @@ def _detect_format(state_dict):
 
 
 class Checkpointer:
-    """Saves and restores the model, optimizer and scheduler.
+    """Saves and restores the model, optimizer, scheduler and AMP grad scaler.
 
     Args:
         model: the detector (a DDP/DataParallel wrapper is unwrapped).
+        optimizer, scheduler, scaler: saved and resumed when given
+            (``scaler``: the ``torch.amp.GradScaler`` of float16 training).
         save_dir: where checkpoints and ``last_checkpoint`` go; "" disables saving.
         save_to_disk: default: only the main process saves.
         stage_with_dcn: ``MODEL.RESNETS.STAGE_WITH_DCN``, for renaming
@@ -111,16 +120,20 @@ class Checkpointer:
 
     def __init__(
         self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None,
-        stage_with_dcn=(False, False, False, False), bn_eps=0.0, paths_catalog=None,
+        stage_with_dcn=(False, False, False, False), bn_eps=0.0, paths_catalog=None, scaler=None,
     ):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.scaler = scaler
         self.save_dir = save_dir
         self.save_to_disk = is_main_process() if save_to_disk is None else save_to_disk
         self.stage_with_dcn = tuple(stage_with_dcn)
         self.bn_eps = bn_eps
         self.paths_catalog = paths_catalog
+
+    def _solver_parts(self):
+        return {name: getattr(self, name) for name in _SOLVER_STATES if getattr(self, name) is not None}
 
     # ------------------------------------------------------------------ save
     def save(self, name, **kwargs):
@@ -128,10 +141,7 @@ class Checkpointer:
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": _unwrap(self.model).state_dict()}
-        if self.optimizer is not None:
-            data["optimizer"] = self.optimizer.state_dict()
-        if self.scheduler is not None:
-            data["scheduler"] = self.scheduler.state_dict()
+        data.update({part: obj.state_dict() for part, obj in self._solver_parts().items()})
         data.update(kwargs)
         os.makedirs(self.save_dir, exist_ok=True)
         path = os.path.join(self.save_dir, f"{name}.pth")
@@ -162,29 +172,59 @@ class Checkpointer:
         return path if os.path.exists(path) or not os.path.exists(moved) else moved
 
     def load(self, f=None, use_latest=True):
-        """Load ``f`` (a MODEL.WEIGHT URI) into the model; return the file's extra entries.
+        """:meth:`resume` if ``use_latest`` and ``<save_dir>/last_checkpoint`` exist, else :meth:`load_weights`.
 
-        With ``use_latest`` an existing ``<save_dir>/last_checkpoint`` replaces
-        ``f`` (resuming); pass False to always load ``f``. Optimizer and
-        scheduler state are restored when both the file and this checkpointer
-        have them. Returns e.g. ``{"iteration": 2500}``, or {} when nothing
-        was loaded.
+        Every loaded tensor must fit the model. The tools that only evaluate
+        (test_net, the demo) pass ``use_latest=False``.
         """
         if use_latest and self.has_checkpoint():
-            f = self.get_checkpoint_file()
-            logger.info("Resuming from %s (named in %s)", f, self._last_checkpoint_file())
+            return self.resume()
+        return self.load_weights(f, skip_mismatched=False)
+
+    def resume(self, f=None):
+        """Continue a run from ``f`` (default: the file named in ``last_checkpoint``).
+
+        Restores the model (every tensor must fit), optimizer, scheduler and
+        scaler. Returns the file's other entries (``iteration``, RNG states,
+        sampler position, ...).
+        """
+        f = f or self.get_checkpoint_file()
+        if not f:
+            raise FileNotFoundError(f"nothing to resume: {self._last_checkpoint_file()} does not exist")
+        logger.info("Resuming from %s", f)
+        state_dict, extra, is_c2 = self._load_file(f)
+        self._load_model(state_dict, is_c2, f)
+        parts = self._solver_parts()
+        for name in _SOLVER_STATES:
+            state = extra.pop(name, None)
+            if name not in parts:
+                continue
+            if state is None:
+                logger.warning("%s holds no %s state: it starts afresh", f, name)
+            else:
+                parts[name].load_state_dict(state)
+        return extra
+
+    def load_weights(self, f, skip_mismatched=True):
+        """Initialise the model from ``f`` (``MODEL.WEIGHT``); this is not a resume.
+
+        With ``skip_mismatched``, tensors whose shape differs from the model's
+        (e.g. the classifier when fine-tuning to another class count) are
+        skipped, else they raise; missing, unexpected and skipped keys are
+        reported. Solver state in the file is not used.
+        Returns the file's other entries (e.g. ``categories``), or {} for an
+        empty ``f``.
+        """
         if not f:
             logger.info("No checkpoint found. Initializing model from scratch")
             return {}
-        logger.info("Loading checkpoint from %s", f)
+        logger.info("Initialising the model from %s", f)
         state_dict, extra, is_c2 = self._load_file(f)
-        self._load_model(state_dict, is_c2, f)
-        for name in ("optimizer", "scheduler"):
-            state = extra.pop(name, None)
-            target = getattr(self, name)
-            if state is not None and target is not None:
-                logger.info("Loading %s from %s", name, f)
-                target.load_state_dict(state)
+        self._load_model(state_dict, is_c2, f, skip_mismatched)
+        ignored = [name for name in _SOLVER_STATES if extra.pop(name, None) is not None]
+        if ignored:
+            logger.info("%s also holds %s state: not used when initialising (resuming uses OUTPUT_DIR)", f,
+                        "/".join(ignored))
         return extra
 
     def _load_file(self, f):
@@ -202,23 +242,24 @@ class Checkpointer:
         state_dict, extra = _split_container(data, path)
         return state_dict, extra, False
 
-    def _load_model(self, state_dict, is_c2, source):
+    def _load_model(self, state_dict, is_c2, source, skip_mismatched=False):
         state_dict = strip_prefix_if_present(state_dict, "module.")
         fmt = _detect_format(state_dict)
         if fmt == "mmdet":
             raise ValueError(
                 f"{source} is an mmdetection detector checkpoint (keys backbone./neck./bbox_head.); it needs a "
-                "key conversion (checkpoints.md §2) before it can be loaded"
+                "key conversion before it can be loaded: python tools/convert_checkpoint.py IN.pth OUT.pth, then use "
+                "OUT.pth with the config overrides it prints"
             )
         if fmt == "imagenet":
             eps_fold = 0.0 if is_c2 else max(0.0, _SOURCE_BN_EPS - self.bn_eps)
             state_dict = convert_imagenet_backbone(state_dict, self.stage_with_dcn, eps_fold)
-        report = load_state_dict(_unwrap(self.model), state_dict)
+        report = load_state_dict(_unwrap(self.model), state_dict, skip_mismatched)
         if not report.matched:
             model_keys = list(_unwrap(self.model).state_dict())
             raise RuntimeError(
                 f"no tensor of {source} matches the model: checkpoint keys start {list(state_dict)[:5]}, "
-                f"model keys start {model_keys[:5]}"
+                f"model keys start {model_keys[:5]}; tensors of the wrong shape: {report.skipped[:5]}"
             )
         if fmt == "imagenet":
             self._check_body_loaded(report, is_c2, source)
@@ -242,7 +283,7 @@ class Checkpointer:
 class DetectronCheckpointer(Checkpointer):
     """:class:`Checkpointer` configured from ``cfg`` (DCN stages, BN eps, paths catalog)."""
 
-    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None):
+    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, scaler=None):
         super().__init__(
             model,
             optimizer,
@@ -252,4 +293,5 @@ class DetectronCheckpointer(Checkpointer):
             stage_with_dcn=cfg.MODEL.RESNETS.STAGE_WITH_DCN,
             bn_eps=cfg.MODEL.RESNETS.BN_EPS,
             paths_catalog=cfg.PATHS_CATALOG,
+            scaler=scaler,
         )

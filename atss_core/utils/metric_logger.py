@@ -1,5 +1,6 @@
-"""Smoothed training meters and their log line (framework spec section 6.4)."""
+"""Smoothed training meters, their log line (framework spec section 6.4) and TensorBoard scalars."""
 import datetime
+import logging
 import statistics
 from collections import defaultdict, deque
 
@@ -64,3 +65,45 @@ class MetricLogger:
 def eta_string(seconds_per_iter, iteration, max_iter):
     """Remaining time as ``H:MM:SS`` (whole seconds, truncated)."""
     return str(datetime.timedelta(seconds=int(seconds_per_iter * (max_iter - iteration))))
+
+
+class TensorboardWriter:
+    """Training scalars in TensorBoard event files under ``log_dir`` (``tensorboard --logdir log_dir``).
+
+    :meth:`add` collects values every iteration; :meth:`write` stores, as tag
+    ``train/<name>``, the mean of each since the previous write, so a write
+    every N iterations loses nothing but resolution. ``purge_step`` (the first
+    iteration of a resumed run) makes TensorBoard drop the events that an
+    interrupted run wrote from that step on.
+    """
+
+    def __init__(self, log_dir, purge_step=None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir, purge_step=purge_step)
+        self._sums = defaultdict(float)
+        self._counts = defaultdict(int)
+
+    def add(self, **scalars):
+        for name, value in scalars.items():
+            self._sums[name] += float(value)
+            self._counts[name] += 1
+
+    def write(self, step):
+        for name, total in self._sums.items():
+            self._writer.add_scalar(f"train/{name}", total / self._counts[name], step)
+        self._sums.clear()
+        self._counts.clear()
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
+
+
+def open_tensorboard(log_dir, purge_step=None):
+    """A :class:`TensorboardWriter`, or None (with a warning) when the tensorboard package is missing."""
+    try:
+        return TensorboardWriter(log_dir, purge_step)
+    except ImportError as e:
+        logging.getLogger(__name__).warning("no TensorBoard scalars (%s); pip install tensorboard", e)
+        return None

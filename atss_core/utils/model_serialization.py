@@ -11,13 +11,17 @@ class LoadReport(NamedTuple):
     """Outcome of :func:`align_and_update_state_dicts`.
 
     matched: model key -> loaded key it took its value from.
-    unmatched_model: model keys that kept their value (sorted).
-    unused_loaded: loaded keys that no model key took (sorted).
+    unmatched_model: model keys that kept their value (sorted; "missing").
+    unused_loaded: loaded keys that no model key took (sorted; "unexpected").
+    skipped: "model key [shape] <- loaded key [shape]" of matches dropped for
+        their shape (only with ``skip_mismatched``); their model keys are also
+        in ``unmatched_model``, their loaded keys in ``unused_loaded``.
     """
 
     matched: dict
     unmatched_model: list
     unused_loaded: list
+    skipped: list
 
 
 def strip_prefix_if_present(state_dict, prefix):
@@ -55,12 +59,14 @@ def _group_counts(keys, depth=2):
     return ", ".join(f"{g} ({n})" for g, n in counts.items())
 
 
-def align_and_update_state_dicts(model_state_dict, loaded_state_dict):
+def align_and_update_state_dicts(model_state_dict, loaded_state_dict, skip_mismatched=False):
     """Copy loaded tensors into ``model_state_dict`` (in place) by longest-suffix match.
 
     Model keys without a match keep their value. A shape mismatch raises a
-    ValueError listing every offending pair with both shapes. Matches are
-    logged at debug level and a summary at info level.
+    ValueError listing every offending pair with both shapes, unless
+    ``skip_mismatched`` (fine-tuning, e.g. another class count): then those
+    keys keep their value and are reported. Matches are logged at debug level
+    and a summary at info level (warning for skipped keys).
     Returns a :class:`LoadReport`.
     """
     matched = match_keys_by_suffix(sorted(model_state_dict), loaded_state_dict.keys())
@@ -69,7 +75,12 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict):
         for key, src in matched.items()
         if tuple(model_state_dict[key].shape) != tuple(loaded_state_dict[src].shape)
     ]
-    if bad:
+    if bad and skip_mismatched:
+        matched = {k: src for k, src in matched.items() if model_state_dict[k].shape == loaded_state_dict[src].shape}
+        logger.warning(
+            "skipped %d checkpoint tensors whose shape does not fit the model:\n  %s", len(bad), "\n  ".join(bad)
+        )
+    elif bad:
         raise ValueError(
             "checkpoint tensors do not fit the model (model key [shape] <- checkpoint key [shape]); check that "
             "the config (depth, groups, DCN stages, number of classes) matches the weights:\n  " + "\n  ".join(bad)
@@ -82,21 +93,23 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict):
         matched=matched,
         unmatched_model=sorted(k for k in model_state_dict if k not in matched),
         unused_loaded=sorted(k for k in loaded_state_dict if k not in used),
+        skipped=bad,
     )
     logger.info("loaded %d of %d model tensors", len(matched), len(model_state_dict))
     if report.unmatched_model:
-        logger.info("model tensors left at their initial value: %s", _group_counts(report.unmatched_model))
-        logger.debug("unmatched model keys: %s", report.unmatched_model)
+        logger.info("missing: model tensors left at their initial value: %s", _group_counts(report.unmatched_model))
+        logger.debug("missing model keys: %s", report.unmatched_model)
     if report.unused_loaded:
-        logger.info("checkpoint tensors not used: %s", _group_counts(report.unused_loaded, depth=1))
+        logger.info("unexpected: checkpoint tensors not used: %s", _group_counts(report.unused_loaded, depth=1))
+        logger.debug("unexpected checkpoint keys: %s", report.unused_loaded)
     return report
 
 
-def load_state_dict(model, loaded_state_dict):
+def load_state_dict(model, loaded_state_dict, skip_mismatched=False):
     """Load by suffix matching into ``model`` (strips a ``module.`` prefix first). Returns a LoadReport."""
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
-    report = align_and_update_state_dicts(model_state_dict, loaded_state_dict)
+    report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, skip_mismatched)
     model.load_state_dict(model_state_dict)
     return report
 

@@ -133,3 +133,67 @@ def test_concat_dataset(small_coco, tmp_path):
     other = write_coco(tmp_path, [(1, 10, 10)], [], [1, 2], name="other.json")
     with pytest.raises(ValueError, match="categories"):
         ConcatDataset([a, COCODataset(*other, remove_images_without_annotations=False)])
+
+
+def test_box_fates_are_counted_once_and_match_the_targets(tmp_path, caplog):
+    # a 100x80 image; [x, y, w, h] -> fate under the +1 convention (hand-worked)
+    anns = [
+        _ann(1, 1, [10, 10, 20, 20]),  # kept as [10, 10, 29, 29]
+        _ann(2, 1, [90, 70, 30, 30]),  # clipped: [90, 70, 119, 99] -> [90, 70, 99, 79]
+        _ann(3, 1, [-5, 3, 20, 10]),  # clipped: x1 -5 -> 0
+        _ann(4, 1, [5, 5, 0, 10]),  # zero width: dropped
+        _ann(5, 1, [5, 5, -3, 10]),  # negative width: dropped
+        _ann(6, 1, [5, 5, 10, 1]),  # h = 1 is empty under +1: dropped
+        _ann(7, 1, [150, 10, 20, 20]),  # right of the image: dropped
+        _ann(8, 1, [10, -40, 20, 20]),  # above the image: [10, -40, 29, -21] -> y 0..0, dropped
+        _ann(9, 1, [0, 0, 50, 50], iscrowd=1),  # crowd: not counted
+    ]
+    ann_file, root = write_coco(tmp_path, [(1, 100, 80)], anns, [1])
+    with caplog.at_level("INFO", logger="atss_core.data.datasets.coco"):
+        ds = COCODataset(ann_file, root, remove_images_without_annotations=True)
+    assert ds.box_stats == {"kept": 1, "clipped": 2, "degenerate": 3, "outside": 2}
+    messages = [r.getMessage() for r in caplog.records if r.name == "atss_core.data.datasets.coco"]
+    assert len(messages) == 1
+    counts = "8 boxes: 2 clipped to the image, 3 dropped (width or height <= 1), 2 dropped (outside the image)"
+    assert counts in messages[0]
+    _, target, _ = ds[0]
+    expected = torch.tensor([[10.0, 10.0, 29.0, 29.0], [90.0, 70.0, 99.0, 79.0], [0.0, 3.0, 14.0, 12.0]])
+    torch.testing.assert_close(target.bbox, expected)
+    # __getitem__ logs nothing more
+    caplog.clear()
+    ds[0]
+    assert not [r for r in caplog.records if r.name == "atss_core.data.datasets.coco"]
+
+
+def test_unreadable_image_is_replaced_with_a_warning(tmp_path, caplog, monkeypatch):
+    images = [(1, 40, 30), (2, 50, 30), (3, 60, 30)]
+    anns = [_ann(i, i, [1, 1, 10, 10], category_id=i) for i, _, _ in images]
+    ann_file, root = write_coco(tmp_path, images, anns, [1, 2, 3])
+    (tmp_path / "img" / "2.png").write_bytes(b"not a png")
+    ds = COCODataset(ann_file, root, remove_images_without_annotations=False)
+    draws = iter([1, 2])  # first the same bad image again, then a good one
+    monkeypatch.setattr("atss_core.data.datasets.coco.random.randrange", lambda n: next(draws))
+    with caplog.at_level("WARNING"):
+        img, target, idx = ds[1]
+    assert idx == 2 and img.size == (60, 30)
+    assert target.get_field("labels").tolist() == [3]  # the target of the image actually returned
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and "2.png" in warnings[0]  # warned once per file
+
+
+def test_too_many_unreadable_images_is_a_clear_error(tmp_path):
+    ann_file, root = write_coco(tmp_path, [(1, 40, 30), (2, 40, 30)], [_ann(1, 1, [1, 1, 10, 10])], [1])
+    for name in ("1.png", "2.png"):
+        (tmp_path / "img" / name).unlink()
+    ds = COCODataset(ann_file, root, remove_images_without_annotations=False)
+    with pytest.raises(RuntimeError, match=r"11 images in a row could not be read .*FileNotFoundError"):
+        ds[0]
+
+
+def test_bad_annotations_fail_at_construction(tmp_path):
+    ann_file, root = write_coco(tmp_path, [(1, 40, 30)], [_ann(7, 1, [1, 1, 10, 10], category_id=5)], [1, 2])
+    with pytest.raises(ValueError, match=r"annotation 7 has category_id 5, which is not in 'categories'"):
+        COCODataset(ann_file, root, remove_images_without_annotations=False)
+    ann_file, root = write_coco(tmp_path, [(1, 40, 30)], [_ann(8, 1, [1, 1, 10])], [1], name="short.json")
+    with pytest.raises(ValueError, match=r"annotation 8 has bbox \[1, 1, 10\]"):
+        COCODataset(ann_file, root, remove_images_without_annotations=False)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -30,6 +32,7 @@ def tiny_cfg(tmp_path_factory):
     catalog.write_text(CATALOG.format(train=train, val=val))
     cfg = default_cfg.clone()
     cfg.MODEL.ATSS_ON = True  # +1 box convention
+    cfg.MODEL.ATSS.NUM_CLASSES = 4  # 3 toy categories + background
     cfg.PATHS_CATALOG = str(catalog)
     cfg.DATASETS.TRAIN = ("tiny_train",)
     cfg.DATASETS.TEST = ("tiny_val",)
@@ -136,3 +139,64 @@ def test_seed_worker_seeds_python_random(monkeypatch):
     a = random.random()
     random.seed(1234)
     assert a == random.random()
+
+
+def _own_data_cfg(tiny_cfg, tmp_path):
+    """tiny_cfg with the toy splits given by path instead of by catalog name."""
+    train, val = ensure_toy_dataset(str(tmp_path / "own"), num_train=4, num_val=3, seed=1, size=64)
+    cfg = tiny_cfg.clone()
+    cfg.PATHS_CATALOG = str(tmp_path / "no_catalog_needed.py")
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
+    cfg.DATASETS.TRAIN_ANN_FILES = (train["ann_file"],)
+    cfg.DATASETS.TRAIN_IMG_DIRS = (train["root"],)
+    cfg.DATASETS.TEST_ANN_FILES = (val["ann_file"], val["ann_file"])
+    cfg.DATASETS.TEST_IMG_DIRS = (val["root"], val["root"])
+    return cfg, train, val
+
+
+def test_own_coco_data_by_path(tiny_cfg, tmp_path):
+    cfg, train, val = _own_data_cfg(tiny_cfg, tmp_path)
+    loader = make_data_loader(cfg, is_train=True)
+    assert loader.dataset.ann_file == train["ann_file"]
+    _check_batch(*next(iter(loader)), 2)
+    tests = make_data_loader(cfg, is_train=False)
+    assert [len(t.dataset) for t in tests] == [3, 3]
+    # output folders are named after the json file, made unique
+    stem = os.path.splitext(os.path.basename(val["ann_file"]))[0]
+    assert data_build.dataset_names(cfg, is_train=False) == [stem, stem + "_2"]
+
+
+def test_own_data_added_after_catalog_names(tiny_cfg, tmp_path):
+    cfg, _, val = _own_data_cfg(tiny_cfg, tmp_path)
+    cfg.PATHS_CATALOG = tiny_cfg.PATHS_CATALOG
+    cfg.DATASETS.TEST = ("tiny_val",)
+    names = [name for name, _, _ in data_build.dataset_entries(cfg, is_train=False)]
+    assert names[0] == "tiny_val" and len(names) == 3
+    assert [len(t.dataset) for t in make_data_loader(cfg, is_train=False)] == [5, 3, 3]
+
+
+def test_own_data_errors_name_the_key(tiny_cfg, tmp_path):
+    cfg, _, _ = _own_data_cfg(tiny_cfg, tmp_path)
+    cfg.DATASETS.TRAIN_IMG_DIRS = ()
+    with pytest.raises(ValueError, match=r"TRAIN_ANN_FILES has 1 entries but DATASETS.TRAIN_IMG_DIRS has 0"):
+        make_data_loader(cfg, is_train=True)
+    # reported when the loader is built, i.e. before the first iteration
+    cfg.DATASETS.TRAIN_IMG_DIRS = (str(tmp_path / "no_such_dir"),)
+    with pytest.raises(FileNotFoundError, match=r"TRAIN_ANN_FILES\[0\].*no_such_dir"):
+        make_data_loader(cfg, is_train=True)
+    cfg.DATASETS.TRAIN_ANN_FILES = (str(tmp_path / "missing.json"),)
+    with pytest.raises(FileNotFoundError, match=r"TRAIN_ANN_FILES\[0\].*missing.json"):
+        make_data_loader(cfg, is_train=True)
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_head_class_count_must_match_the_categories(tiny_cfg, is_train):
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.ATSS.NUM_CLASSES = 81
+    with pytest.raises(ValueError, match=r"MODEL.ATSS.NUM_CLASSES is 81 but dataset '\w+' has 3 categories"):
+        make_data_loader(cfg, is_train=is_train)
+    # Dynamic ATSS reads the ATSS keys
+    cfg.MODEL.ATSS_ON, cfg.MODEL.DYNAMIC_ATSS_ON = False, True
+    with pytest.raises(ValueError, match=r"set MODEL.ATSS.NUM_CLASSES 4"):
+        make_data_loader(cfg, is_train=is_train)

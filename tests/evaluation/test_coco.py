@@ -8,6 +8,7 @@ from atss_core.evaluation.coco import (
     COCOResults,
     check_expected_results,
     do_coco_evaluation,
+    format_per_class_table,
     predictions_to_coco_json,
     record_to_coco_json,
 )
@@ -114,3 +115,56 @@ def test_expected_results_bounds_are_strict(ap, ok):
 def test_unknown_iou_type_is_rejected():
     with pytest.raises(ValueError, match="segm"):
         COCOResults("segm")
+
+
+def _partly_right_predictions(dataset):
+    """Continuous-convention boxes in original pixels, per image of conftest.IMAGES.
+
+    json 13: both gts exact (AP 1); json 1: IoU 0.62 (matches at IoU .50/.55/.60
+    only: AP 0.3, AP50 1); json 5: no detection (AP 0); json 14: a miss (AP 0).
+    """
+    label = dataset.json_category_id_to_contiguous_id
+    per_image = [
+        ([[10, 20, 40, 60], [100, 100, 300, 193]], [label[13], label[1]], (640, 480)),
+        ([[200, 150, 208, 156]], [label[14]], (320, 200)),
+        ([[150, 10, 210, 130]], [label[13]], (300, 300)),
+    ]
+    return [_record(boxes, labels, [0.9] * len(labels), size, box_offset=0) for boxes, labels, size in per_image]
+
+
+def test_per_class_ap_summary_and_json(dataset, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="atss_core.evaluation.coco"):
+        results = do_coco_evaluation(dataset, _partly_right_predictions(dataset), output_folder=str(tmp_path))
+    # the overall AP is the mean over the 4 categories with ground truth
+    assert results.results["bbox"]["AP"] == pytest.approx((0.3 + 0 + 1 + 0) / 4)
+    assert results.results["bbox"]["AP50"] == pytest.approx((1 + 0 + 1 + 0) / 4)
+
+    saved = json.loads((tmp_path / "coco_results.json").read_text())
+    per_class = {row["id"]: row for row in saved["per_class"]}
+    assert len(saved["per_class"]) == 13 and per_class[13]["category"] == "class_13"
+    assert per_class[1]["AP"] == pytest.approx(0.3) and per_class[1]["AP50"] == pytest.approx(1.0)
+    assert per_class[13]["AP"] == pytest.approx(1.0)
+    assert per_class[5]["AP"] == 0.0 and per_class[14]["AP"] == 0.0
+    assert per_class[2]["AP"] is None and per_class[2]["AP50"] is None  # no ground truth
+
+    assert list(saved["summary"]) == ["AP", "AP50", "AP75", "APs", "APm", "APl",
+                                      "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    assert saved["summary"]["AP"] == pytest.approx(0.325)
+    lines = saved["summary_lines"]
+    assert len(lines) == 12 and all(line.lstrip().startswith("Average") for line in lines)
+    assert lines[0].endswith("= 0.325") and "IoU=0.50:0.95 | area=   all | maxDets=100" in lines[0]
+
+    logged = caplog.text
+    assert "\n".join(lines) in logged
+    table = logged[logged.index("Per-category bbox AP:"):]
+    assert "class_13 | 1.000" in table and "class_1  | 0.300" in table and "class_2  |     -" in table
+
+
+def test_per_class_table_layout():
+    rows = [{"category": n, "AP": ap} for n, ap in [("a", 0.5), ("bb", None), ("c", 1.0), ("d", 0.25)]]
+    assert format_per_class_table(rows, pairs_per_line=2).splitlines() == [
+        "category |    AP | category |    AP",
+        "-----------------------------------",
+        "a        | 0.500 | bb       |     -",
+        "c        | 1.000 | d        | 0.250",
+    ]

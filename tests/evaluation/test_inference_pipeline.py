@@ -1,5 +1,6 @@
 """engine.inference end to end on CPU: fake detector -> predictions.pth -> COCO AP."""
 import json
+import re
 
 import pytest
 import torch
@@ -68,3 +69,10 @@ def test_accumulate_merges_ranks_and_marks_missing():
     b = {2: "r2-dup", 3: "r3"}  # 2 is the distributed sampler's padding duplicate
     merged = accumulate_predictions([a, b], 5)
     assert merged == ["r0", None, "r2-dup", "r3", None]
+
+
+def test_progress_bar_shows_images_per_second(coco_dataset, gt_images, capsys):
+    model = _OracleDetector(coco_dataset, gt_images)
+    inference(model, _Loader(coco_dataset, [[0, 1], [2]]), "tiny_set", device="cpu")
+    final = capsys.readouterr().err.split("\r")[-1]
+    assert re.match(r"tiny_set: .*\b3(/3)?(img)? .*[\d.]+ ?img/s", final), final

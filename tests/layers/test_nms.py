@@ -1,15 +1,20 @@
 """nms / ml_nms against kernels.md §7.1-§7.3, framework.md §12, atss_heads.md
-C13, an independent pure-Python greedy NMS and torchvision.ops."""
+C13, an independent pure-Python greedy NMS and torchvision.ops; on a GPU, the
+CUDA kernels against the CPU kernels."""
 import pytest
 import torch
 import torchvision
 
 from atss_core.layers import ml_nms, nms
-from atss_core.layers._ops import extension_info
+from atss_core.layers._ops import compiled_op, extension_info
 from atss_core.layers.nms import ml_nms_reference, nms_reference
 
 COMPILED = extension_info()["available"]
 needs_compiled = pytest.mark.skipif(not COMPILED, reason="atss_core._C is not built")
+needs_cuda_kernel = pytest.mark.skipif(
+    not torch.cuda.is_available() or compiled_op("ml_nms", torch.device("cuda")) is None,
+    reason="needs a GPU and a CUDA build",
+)
 
 
 def _op_nms(boxes, scores, thr, box_offset=1):
@@ -340,6 +345,113 @@ def test_cuda_tensor_in_cpu_only_build_raises_clearly():
         pytest.skip("needs a CPU-only build")
     with pytest.raises(NotImplementedError, match="CUDA"):
         _op_nms(t(BOXES4).cuda(), t(SCORES4).cuda(), 0.5)
+
+
+def test_all_suppressed_but_the_best(impl):
+    boxes = t([[10, 10, 40, 40]]).repeat(6, 1) + torch.arange(6.0)[:, None] * 0.1
+    scores = t([0.2, 0.9, 0.4, 0.3, 0.5, 0.1])
+    assert run_nms(impl, boxes, scores, 0.5).tolist() == [1]
+    assert torchvision.ops.nms(boxes + t([0, 0, 1, 1]), scores, 0.5).tolist() == [1]
+    labels = torch.tensor([1, 2, 1, 2, 1, 2])
+    assert run_ml_nms(impl, boxes, scores, labels, 0.5).tolist() == [1, 4]
+
+
+def skewed_labels(n, generator):
+    """90% of the labels in 1..3, the rest in 1..80 (kernels.md §6)."""
+    common = torch.randint(1, 4, (n,), generator=generator)
+    rare = torch.randint(1, 81, (n,), generator=generator)
+    return torch.where(torch.rand(n, generator=generator) < 0.9, common, rare)
+
+
+def test_skewed_labels_match_torchvision_batched_nms(impl):
+    # kernels.md §6: 90% of the boxes in 3 classes.
+    n = 800
+    boxes = random_boxes(n, 21, torch.float32, centres=15)
+    g = torch.Generator().manual_seed(21)
+    scores = torch.randperm(n, generator=g).float() / n
+    labels = skewed_labels(n, g)
+    thr = threshold_away_from(legacy_iou_matrix(boxes)[labels[:, None] == labels[None, :]])
+    expected = torch.sort(torchvision.ops.batched_nms(boxes + t([0, 0, 1, 1]), scores, labels, thr)).values
+    assert torch.equal(run_ml_nms(impl, boxes, scores, labels, thr), expected)
+
+
+@needs_compiled
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
+def test_autocast_upcasts_half_boxes(low):
+    boxes, scores = random_boxes(200, 13, torch.float32), torch.rand(200, generator=torch.Generator().manual_seed(13))
+    b, s = boxes.to(low), scores.to(low)
+    labels = torch.randint(1, 4, (200,), generator=torch.Generator().manual_seed(13))
+    with torch.autocast("cpu", dtype=low):
+        keep = _op_nms(b, s, 0.5)
+        keep_ml = _op_ml_nms(b, s, labels, 0.5)
+    assert torch.equal(keep, _op_nms(b.float(), s.float(), 0.5))
+    assert torch.equal(keep_ml, _op_ml_nms(b.float(), s.float(), labels, 0.5))
+
+
+def test_torch_compile_with_data_dependent_output():
+    boxes, scores = t(BOXES4), t(SCORES4)
+    labels = torch.tensor([1, 2, 1, 1])
+    fn = torch.compile(lambda b, s, l: (nms(b, s, 0.5), ml_nms(b, s, l, 0.3)), backend="aot_eager", fullgraph=True)
+    keep, keep_ml = fn(boxes, scores, labels)
+    assert keep.tolist() == [0, 2, 3] and keep_ml.tolist() == [0, 1, 3]
+
+
+# ---- CUDA kernels against the CPU kernels (kernels.md §7.3: identical results) ----
+def tied_scores(n, seed, dtype):
+    return (torch.randint(0, 16, (n,), generator=torch.Generator().manual_seed(seed)) / 16).to(dtype)
+
+
+# Sizes around the 64-box tile edges, and the ATSS maximum.
+CUDA_SIZES = [0, 1, 2, 63, 64, 65, 130, 1000, 5000]
+
+
+@needs_cuda_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("box_offset", [0, 1])
+def test_cuda_nms_matches_cpu(dtype, box_offset):
+    for n in CUDA_SIZES:
+        boxes, scores = random_boxes(n, n, dtype, centres=30), tied_scores(n, n, dtype)
+        for thr in (0.3, 0.6):
+            expected = _op_nms(boxes, scores, thr, box_offset)
+            keep = _op_nms(boxes.cuda(), scores.cuda(), thr, box_offset)
+            assert keep.device.type == "cuda" and keep.dtype == torch.int64
+            assert torch.equal(keep.cpu(), expected), (n, thr)
+
+
+@needs_cuda_kernel
+@pytest.mark.parametrize("layout", ["uniform", "skewed", "one label", "float labels"])
+@pytest.mark.parametrize("box_offset", [0, 1])
+def test_cuda_ml_nms_matches_cpu(layout, box_offset):
+    for n in CUDA_SIZES:
+        g = torch.Generator().manual_seed(n)
+        boxes, scores = random_boxes(n, n, torch.float32, centres=40), tied_scores(n, n, torch.float32)
+        labels = {
+            "uniform": torch.randint(1, 81, (n,), generator=g),
+            "skewed": skewed_labels(n, g),
+            "one label": torch.full((n,), 7, dtype=torch.int32),
+            "float labels": torch.randint(1, 6, (n,), generator=g).float() / 2,
+        }[layout]
+        expected = _op_ml_nms(boxes, scores, labels, 0.6, box_offset)
+        keep = _op_ml_nms(boxes.cuda(), scores.cuda(), labels.cuda(), 0.6, box_offset)
+        assert keep.device.type == "cuda" and keep.dtype == torch.int64
+        assert torch.equal(keep.cpu(), expected), n
+
+
+@needs_cuda_kernel
+def test_cuda_matches_torchvision_and_hand_checks():
+    boxes, scores = t(BOXES4).cuda(), t(SCORES4).cuda()
+    for thr, expected in ((0.3, [0, 3]), (0.5, [0, 2, 3]), (0.66, [0, 2, 3]), (0.7, [0, 1, 2, 3])):
+        assert _op_nms(boxes, scores, thr).tolist() == expected
+    assert _op_ml_nms(boxes, scores, torch.tensor([1, 2, 1, 1]).cuda(), 0.5).tolist() == [0, 1, 2, 3]
+    n = 3000
+    boxes = random_boxes(n, 17, torch.float32, centres=40)
+    g = torch.Generator().manual_seed(17)
+    scores = torch.randperm(n, generator=g).float() / n
+    labels = torch.randint(1, 81, (n,), generator=g)
+    thr = threshold_away_from(legacy_iou_matrix(boxes)[labels[:, None] == labels[None, :]])
+    shifted = (boxes + t([0, 0, 1, 1])).cuda()
+    expected = torch.sort(torchvision.ops.batched_nms(shifted, scores.cuda(), labels.cuda(), thr)).values
+    assert torch.equal(_op_ml_nms(boxes.cuda(), scores.cuda(), labels.cuda(), thr), expected)
 
 
 def test_python_greedy_reference_sanity():

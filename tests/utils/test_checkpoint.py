@@ -202,6 +202,73 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
         Checkpointer(TinyDetector(1)).load(str(tmp_path / "bad.pth"))
 
 
+class WiderHead(TinyDetector):
+    """TinyDetector with 5 instead of 2 head outputs (another class count)."""
+
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.rpn.head = nn.Conv2d(4, 5, 1)
+
+
+def test_fine_tuning_skips_other_shapes_and_reports(tmp_path, caplog):
+    # checkpoints and MODEL.WEIGHT of a 2-output model, fine-tuned to 5 outputs
+    src = TinyDetector(0)
+    sd = {"module." + k: v for k, v in src.state_dict().items()}
+    sd["module.rpn.extra.weight"] = torch.zeros(1)
+    torch.save({"model": sd}, tmp_path / "released.pth")
+    model = WiderHead(1)
+    head_before = model.rpn.head.weight.clone()
+    with caplog.at_level("INFO"):
+        Checkpointer(model).load_weights(str(tmp_path / "released.pth"))
+    assert torch.equal(model.backbone.body[0].weight, src.backbone.body[0].weight)
+    assert torch.equal(model.rpn.head.weight, head_before)
+    log = caplog.text
+    assert "skipped 2 checkpoint tensors" in log
+    assert "rpn.head.weight (5, 4, 1, 1) <- rpn.head.weight (2, 4, 1, 1)" in log
+    assert "missing: model tensors left at their initial value: rpn.head (2)" in log
+    assert "unexpected: checkpoint tensors not used: rpn (3)" in log  # head weight, bias and rpn.extra
+    # evaluation-style loading and resuming never skip
+    with pytest.raises(ValueError, match="do not fit"):
+        Checkpointer(WiderHead(1)).load(str(tmp_path / "released.pth"), use_latest=False)
+
+
+def test_weights_file_solver_state_is_not_resumed(tmp_path):
+    # A released ATSS .pth: DDP names, optimizer, scheduler, iteration 90000.
+    src = TinyDetector(0)
+    opt, sched = solver(src)
+    for _ in range(3):
+        train_step(src, opt, sched)
+    torch.save({"model": {"module." + k: v for k, v in src.state_dict().items()}, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "iteration": 90000}, tmp_path / "atss_released.pth")
+    model = TinyDetector(1)
+    fopt, fsched = solver(model)
+    extra = Checkpointer(model, fopt, fsched).load_weights(str(tmp_path / "atss_released.pth"))
+    assert extra == {"iteration": 90000}  # reported, but train_net starts at 0 when initialising
+    assert_same_state(model, src)
+    assert fopt.state_dict()["state"] == {} and fsched.last_epoch == 0
+
+
+def test_resume_restores_the_amp_scaler(tmp_path):
+    model = TinyDetector(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    opt, _ = solver(model)
+    scaler.scale(model(torch.randn(1, 3, 5, 5)).sum()).backward()
+    scaler.step(opt)
+    scaler.update()  # finite grads, growth interval 1: 1024 -> 2048
+    Checkpointer(model, opt, scaler=scaler, save_dir=str(tmp_path), save_to_disk=True).save("model_0000001")
+    assert torch.load(tmp_path / "model_0000001.pth", weights_only=True)["scaler"]["scale"] == 2048.0
+
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0)
+    fmodel = TinyDetector(1)
+    Checkpointer(fmodel, solver(fmodel)[0], scaler=fresh, save_dir=str(tmp_path)).resume()
+    assert fresh.get_scale() == 2048.0
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Checkpointer(TinyDetector(0), save_dir=str(tmp_path)).resume()
+
+
 def test_mmdet_detector_is_rejected(tmp_path):
     sd = {"backbone.conv1.weight": torch.zeros(1), "neck.lateral_convs.0.conv.weight": torch.zeros(1),
           "bbox_head.conv_cls.weight": torch.zeros(1)}
@@ -317,6 +384,27 @@ def test_torchvision_file_into_r18_detector(tmp_path, bn_eps):
     with torch.no_grad():
         assert max(rel_errors(model.double().backbone.body(x), torchvision_stages(tv.double(), x))) < 1e-6
     assert torch.equal(model.backbone.fpn.fpn_layer2.weight, fpn_before)  # no source: untouched
+
+
+def test_open_mmlab_caffe_style_file_into_r18_detector(tmp_path):
+    # checkpoints.md §3.3: {"state_dict"}, mmdet/torchvision names, a bias on every conv,
+    # BN statistics 0/1, no num_batches_tracked, no fc
+    torch.manual_seed(0)
+    tv = randomize_bn(torchvision.models.resnet18(), seed=2)
+    sd = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked") and not k.startswith("fc.")}
+    for k in [k for k in sd if k.endswith("running_mean")]:
+        sd[k], sd[k.replace("running_mean", "running_var")] = torch.zeros_like(sd[k]), torch.ones_like(sd[k])
+    conv_biases = {k.replace(".weight", ".bias"): torch.full((v.shape[0],), 7.0) for k, v in sd.items() if v.ndim == 4}
+    torch.save({"state_dict": {**sd, **conv_biases}}, tmp_path / "resnet18_caffe-0123abcd.pth")
+    cfg = r18_cfg()
+    model = Detector(build_backbone(cfg))
+    DetectronCheckpointer(cfg, model).load_weights(str(tmp_path / "resnet18_caffe-0123abcd.pth"))
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["layer3.1.conv2.weight"], sd["layer3.1.conv2.weight"])
+    assert torch.equal(body["stem.bn1.weight"], sd["bn1.weight"])
+    # .pth source: its BN ran with eps 1e-5, folded into our eps-0 FrozenBN
+    assert torch.allclose(body["layer1.0.bn2.running_var"], torch.full_like(body["layer1.0.bn2.running_var"], 1.00001))
+    assert not any(v.eq(7.0).all() for k, v in body.items() if k.endswith("bias"))  # conv biases unused
 
 
 def test_backbone_depth_mismatch_raises(tmp_path):

@@ -4,7 +4,8 @@ Semantics of the sampler in sfzhang15/ATSS ``data/samplers/distributed.py``
 (a copy of an early torch one), kept because distributed evaluation relies on
 the contiguous slices: indices are padded by repeating the first ones up to
 ``num_samples * num_replicas``, and rank r takes slice
-``[r * num_samples, (r + 1) * num_samples)``.
+``[r * num_samples, (r + 1) * num_samples)``. With one replica it is the
+seeded global order that training splits per batch (samplers/training.py).
 """
 import math
 
@@ -15,7 +16,9 @@ from atss_core.utils import comm
 
 
 class DistributedSampler(Sampler):
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True):
+    """Each rank's slice of one shared order: ``randperm(len, seed + epoch)`` if ``shuffle``, else 0..len-1."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0):
         num_replicas = comm.get_world_size() if num_replicas is None else num_replicas
         rank = comm.get_rank() if rank is None else rank
         if not 0 <= rank < num_replicas:
@@ -24,6 +27,7 @@ class DistributedSampler(Sampler):
         self.num_replicas = num_replicas
         self.rank = rank
         self.shuffle = shuffle
+        self.seed = seed
         self.epoch = 0
         self.num_samples = int(math.ceil(len(dataset) / num_replicas))
         self.total_size = self.num_samples * num_replicas
@@ -31,9 +35,9 @@ class DistributedSampler(Sampler):
     def __iter__(self):
         n = len(self.dataset)
         if self.shuffle:
-            # seeded by the epoch only, so every rank draws the same permutation
+            # seeded by seed and epoch only, so every rank draws the same permutation
             g = torch.Generator()
-            g.manual_seed(self.epoch)
+            g.manual_seed(self.seed + self.epoch)
             indices = torch.randperm(n, generator=g).tolist()
         else:
             indices = list(range(n))

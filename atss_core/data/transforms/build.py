@@ -27,6 +27,11 @@ def build_transforms(cfg, is_train=True):
             T.Resize(min_size, max_size),
             T.RandomHorizontalFlip(flip_prob),
             T.ToTensor(),
-            T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255),
+            build_normalize(cfg),
         ]
     )
+
+
+def build_normalize(cfg):
+    """The ``INPUT.PIXEL_MEAN``/``PIXEL_STD``/``TO_BGR255`` normalisation (spec C13)."""
+    return T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)

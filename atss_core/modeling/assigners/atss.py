@@ -5,7 +5,7 @@ concatenated), L levels, G gts, K candidates per gt. Every IoU here uses the
 +1 pixel convention of sfzhang15/ATSS (head-internal, independent of
 MODEL.BOX_OFFSET), and every "centre inside gt" test is min(l, t, r, b) > 0.01.
 """
-from typing import Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -38,9 +38,10 @@ def box_centres(boxes: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def ltrb_to_boxes(cx: Tensor, cy: Tensor, gt_boxes: Tensor) -> Tensor:
-    """Distances from points to gt sides: cx, cy (..., G) with gt_boxes (G, 4) -> (..., G, 4)."""
+    """Distances from points to box sides: cx, cy (..., G) with boxes (G, 4), or any
+    shape broadcasting to (..., G, 4) -> (..., G, 4)."""
     return torch.stack(
-        (cx - gt_boxes[:, 0], cy - gt_boxes[:, 1], gt_boxes[:, 2] - cx, gt_boxes[:, 3] - cy), dim=-1
+        (cx - gt_boxes[..., 0], cy - gt_boxes[..., 1], gt_boxes[..., 2] - cx, gt_boxes[..., 3] - cy), dim=-1
     )
 
 
@@ -49,9 +50,14 @@ def centres_inside(cx: Tensor, cy: Tensor, gt_boxes: Tensor) -> Tensor:
     return ltrb_to_boxes(cx, cy, gt_boxes).min(dim=-1).values > INSIDE_EPS
 
 
-def atss_thresholds(cand_ious: Tensor) -> Tensor:
-    """Per-gt IoU threshold: mean + unbiased std over the candidates, (K, G) -> (G,)."""
-    return cand_ious.mean(dim=0) + cand_ious.std(dim=0)
+def atss_thresholds(*cand_ious: Tensor) -> Tensor:
+    """Per-gt threshold over the candidates: sum of the means + sum of the unbiased stds.
+
+    Each argument is (K, G) -> (G,). One matrix is ATSS (mean + std); Dynamic
+    ATSS passes predicted and anchor IoUs, so it adds the two stds, which is
+    not the std of their sum (atss_heads §8.2).
+    """
+    return sum(c.mean(dim=0) for c in cand_ious) + sum(c.std(dim=0) for c in cand_ious)
 
 
 def centre_distances(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
@@ -103,6 +109,24 @@ def atss_candidates(
 
 
 @torch.no_grad()
+def adaptive_positives(
+    anchors: Tensor, num_per_level: Sequence[int], gt_boxes: Tensor, ious: Sequence[Tensor], k_per_level: int
+) -> Tensor:
+    """ATSS selection on one or more (A, G) IoU matrices, summed.
+
+    Candidates: per level, the ``k_per_level`` anchors whose centres are nearest
+    the gt centre. A candidate is positive when the sum of its IoUs is >=
+    ``atss_thresholds`` of them and its centre is inside the gt. -> is_pos (A, G).
+    """
+    cand = atss_candidates(centre_distances(anchors, gt_boxes), num_per_level, k_per_level)  # (K, G)
+    cand_ious = [iou.gather(0, cand) for iou in ious]
+    acx, acy = box_centres(anchors)
+    cand_pos = (sum(cand_ious) >= atss_thresholds(*cand_ious)[None]) & centres_inside(acx[cand], acy[cand], gt_boxes)
+    # Within one gt column the candidates are distinct anchors, so scatter is exact.
+    return torch.zeros_like(ious[0], dtype=torch.bool).scatter_(0, cand, cand_pos)
+
+
+@torch.no_grad()
 def atss_assign(
     anchors: Tensor,
     num_per_level: Sequence[int],
@@ -126,13 +150,38 @@ def atss_assign(
     if len(gt_boxes) == 0:
         return background(len(anchors), gt_boxes)
     ious = box_iou(anchors, gt_boxes, box_offset=1)  # (A, G)
-    cand = atss_candidates(centre_distances(anchors, gt_boxes), num_per_level, topk * num_anchors_per_loc)
-    cand_ious = ious.gather(0, cand)  # (K, G)
-    acx, acy = box_centres(anchors)
-    cand_pos = (cand_ious >= atss_thresholds(cand_ious)[None]) & centres_inside(acx[cand], acy[cand], gt_boxes)
-    # Within one gt column the candidates are distinct anchors, so scatter is exact.
-    is_pos = torch.zeros_like(ious, dtype=torch.bool).scatter_(0, cand, cand_pos)
+    is_pos = adaptive_positives(anchors, num_per_level, gt_boxes, [ious], topk * num_anchors_per_loc)
     return best_positive_gt(ious, is_pos, gt_boxes, gt_labels)
+
+
+def smallest_gt_in_range(
+    cx: Tensor,
+    cy: Tensor,
+    num_per_level: Sequence[int],
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    size_ranges: Sequence[Tuple[float, float]],
+    inside_eps: float = INSIDE_EPS,
+    regions: Optional[Tensor] = None,
+) -> AnchorAssignment:
+    """Scale-constrained assignment of points (FCOS, and ATSS 'SSC' on anchor centres).
+
+    A point (cx, cy (A,)) qualifies for a gt if it lies inside ``regions``
+    (A, G, 4), by default the gt box itself, with every margin > ``inside_eps``,
+    and lo_l <= max(l, t, r, b) <= hi_l (to the gt, both ends inclusive) for
+    its level l. It takes the qualifying gt of smallest +1 area (ties: lowest index).
+    """
+    if len(num_per_level) != len(size_ranges):
+        raise ValueError(f"size ranges are given for {len(size_ranges)} levels, got {len(num_per_level)} levels")
+    counts = torch.as_tensor(list(num_per_level), device=cx.device)
+    ranges = torch.as_tensor(size_ranges, dtype=cx.dtype, device=cx.device)
+    lo, hi = ranges.repeat_interleave(counts, dim=0).unbind(-1)  # (A,)
+    ltrb = ltrb_to_boxes(cx[:, None], cy[:, None], gt_boxes)  # (A, G, 4)
+    margins = ltrb if regions is None else ltrb_to_boxes(cx[:, None], cy[:, None], regions)
+    max_side = ltrb.max(dim=-1).values
+    is_pos = (margins.min(dim=-1).values > inside_eps) & (max_side >= lo[:, None]) & (max_side <= hi[:, None])
+    area = (gt_boxes[:, 2] - gt_boxes[:, 0] + 1) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1)
+    return best_positive_gt(-area.expand_as(max_side), is_pos, gt_boxes, gt_labels)
 
 
 @torch.no_grad()
@@ -153,15 +202,31 @@ def ssc_assign(
         raise ValueError(f"POSITIVE_TYPE 'SSC' needs {len(size_ranges)} levels, got {len(num_per_level)}")
     if len(gt_boxes) == 0:
         return background(len(anchors), gt_boxes)
-    counts = torch.as_tensor(list(num_per_level), device=anchors.device)
-    ranges = torch.as_tensor(size_ranges, dtype=anchors.dtype, device=anchors.device)
-    lo, hi = ranges.repeat_interleave(counts, dim=0).unbind(-1)  # (A,)
     acx, acy = box_centres(anchors)
-    ltrb = ltrb_to_boxes(acx[:, None], acy[:, None], gt_boxes)  # (A, G, 4)
-    max_side = ltrb.max(dim=-1).values
-    is_pos = (ltrb.min(dim=-1).values > INSIDE_EPS) & (max_side >= lo[:, None]) & (max_side <= hi[:, None])
-    area = (gt_boxes[:, 2] - gt_boxes[:, 0] + 1) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1)
-    return best_positive_gt(-area.expand_as(max_side), is_pos, gt_boxes, gt_labels)
+    return smallest_gt_in_range(acx, acy, num_per_level, gt_boxes, gt_labels, size_ranges, INSIDE_EPS)
+
+
+@torch.no_grad()
+def max_iou_assign(
+    anchors: Tensor,
+    num_per_level: Sequence[int],
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    fg_iou_thresh: float = 0.5,
+    bg_iou_thresh: float = 0.4,
+) -> AnchorAssignment:
+    """RetinaNet matching (atss_heads §9.2): each anchor's best gt by +1 IoU;
+    IoU < bg -> 0; bg <= IoU < fg -> -1; else that gt's label, plus the
+    low-quality rescue of every gt's best anchors. G = 0 -> all background.
+    """
+    if len(gt_boxes) == 0:
+        return background(len(anchors), gt_boxes)
+    matches = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)(
+        box_iou(gt_boxes, anchors, box_offset=1)
+    )
+    out = _from_gt_index(matches.clamp(min=0), matches >= 0, gt_boxes, gt_labels)
+    ignore = matches == Matcher.BETWEEN_THRESHOLDS
+    return out._replace(labels=torch.where(ignore, torch.full_like(out.labels, -1), out.labels))
 
 
 @torch.no_grad()
@@ -178,18 +243,14 @@ def iou_assign(
     IoU < bg -> 0; bg <= IoU < fg -> -1; else the gt's label, with
     low-quality rescue. Positives whose centre is not inside their gt -> -1.
     """
-    if len(gt_boxes) == 0:
-        return background(len(anchors), gt_boxes)
-    matches = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)(
-        box_iou(gt_boxes, anchors, box_offset=1)
-    )
-    gt_idx = matches.clamp(min=0)
+    out = max_iou_assign(anchors, num_per_level, gt_boxes, gt_labels, fg_iou_thresh, bg_iou_thresh)
     acx, acy = box_centres(anchors)
-    inside = centres_inside(acx, acy, gt_boxes[gt_idx])  # each anchor against its own gt
-    matched = matches >= 0
-    out = _from_gt_index(gt_idx, matched & inside, gt_boxes, gt_labels)
-    ignore = (matches == Matcher.BETWEEN_THRESHOLDS) | (matched & ~inside)
-    return out._replace(labels=torch.where(ignore, torch.full_like(out.labels, -1), out.labels))
+    outside = (out.labels > 0) & ~centres_inside(acx, acy, out.matched_boxes)  # each anchor against its own gt
+    return AnchorAssignment(
+        torch.where(outside, torch.full_like(out.labels, -1), out.labels),
+        torch.where(outside, torch.full_like(out.matched_idx, -1), out.matched_idx),
+        torch.where(outside[:, None], torch.zeros_like(out.matched_boxes), out.matched_boxes),
+    )
 
 
 @torch.no_grad()

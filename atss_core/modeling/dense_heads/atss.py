@@ -6,7 +6,6 @@ tower, anchors, coder, flow and post-processing are shared.
 """
 import functools
 
-from atss_core.config import resolve_box_offset
 from atss_core.layers import SigmoidFocalLoss
 from atss_core.modeling.anchors import make_anchor_generator_atss
 from atss_core.modeling.assigners import POSITIVE_TYPES
@@ -62,15 +61,12 @@ def build_atss(cfg, in_channels: int) -> DenseHead:
         reg_loss_weight=c.REG_LOSS_WEIGHT,
     )
     aug = cfg.TEST.BBOX_AUG
-    postprocessor = DensePostProcessor(
+    postprocessor = DensePostProcessor.from_config(
+        cfg,
+        c,
         box_coder,
         rank_score=cls_times_centerness,
-        pre_nms_thresh=c.INFERENCE_TH,
-        pre_nms_top_n=c.PRE_NMS_TOP_N,
-        nms_thresh=c.NMS_TH,
-        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
         # Plain TTA merges all passes before its own NMS; the vote path wants final detections.
         apply_nms=not (aug.ENABLED and not aug.VOTE),
-        box_offset=resolve_box_offset(cfg),
     )
     return DenseHead(head, make_anchor_generator_atss(cfg), make_atss_assigner(cfg), loss, postprocessor, num_anchors)

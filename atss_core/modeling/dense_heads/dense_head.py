@@ -22,11 +22,17 @@ from atss_core.structures.image_list import ImageList
 
 
 class TargetAssigner:
-    """Adapts a pure rule ``rule(anchors, num_per_level, gt_boxes, gt_labels, **params)``
-    to ``DenseHead.assign`` for rules that do not read the predictions."""
+    """Adapts a pure rule ``rule(anchors, num_per_level, gt_boxes, gt_labels, **inputs, **params)``
+    to ``DenseHead.assign``.
 
-    def __init__(self, rule: Callable, **params):
+    ``prediction_inputs(anchors (R, 4), predictions)`` -> dict, if given, turns
+    the image's detached predictions into extra keyword inputs of the rule
+    (e.g. Dynamic ATSS's decoded boxes); rules without it never see them.
+    """
+
+    def __init__(self, rule: Callable, prediction_inputs: Optional[Callable] = None, **params):
         self.rule = rule
+        self.prediction_inputs = prediction_inputs
         self.params = params
 
     def __call__(self, anchors: Tensor, num_per_level: Sequence[int], target: BoxList, predictions=None):
@@ -34,7 +40,8 @@ class TargetAssigner:
             raise ValueError(f"targets must be xyxy BoxLists, got mode {target.mode!r}")
         boxes = target.bbox.to(anchors.device, torch.float32)
         labels = target.get_field("labels").to(anchors.device)
-        return self.rule(anchors, num_per_level, boxes, labels, **self.params)
+        inputs = {} if self.prediction_inputs is None else self.prediction_inputs(anchors, predictions)
+        return self.rule(anchors, num_per_level, boxes, labels, **inputs, **self.params)
 
     def __repr__(self):
         return f"TargetAssigner({getattr(self.rule, '__name__', self.rule)}, {self.params})"

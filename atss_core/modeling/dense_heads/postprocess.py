@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from atss_core.config import resolve_box_offset
 from atss_core.modeling.box_coders import BoxCoder
 from atss_core.modeling.utils import DensePredictions
 from atss_core.structures.bounding_box import BoxList
@@ -22,6 +23,16 @@ RankScore = Callable[[Tensor, Optional[Tensor]], Tensor]
 def cls_times_centerness(cls_prob: Tensor, centerness_logits: Optional[Tensor]) -> Tensor:
     """ATSS/FCOS ranking: cls_prob (N, R, C) * sigmoid(centerness) (N, R) -> (N, R, C)."""
     return cls_prob * centerness_logits.sigmoid()[..., None]
+
+
+def cls_prob_only(cls_prob: Tensor, centerness_logits: Optional[Tensor]) -> Tensor:
+    """RetinaNet ranking: the class probability alone (N, R, C); the head has no centerness."""
+    return cls_prob
+
+
+def as_is(score: Tensor) -> Tensor:
+    """``output_score`` that reports the ranking score unchanged (RetinaNet)."""
+    return score
 
 
 class DensePostProcessor:
@@ -37,6 +48,10 @@ class DensePostProcessor:
         min_size: minimum box side (+box_offset) after clipping.
         apply_nms: False skips NMS and the cap (TTA merges first).
         box_offset: +1 pixel convention of the output BoxLists (spec C4).
+        rank_locations: take the ``pre_nms_top_n`` locations with the highest
+            best-class ``rank_score`` first, then threshold each of their
+            classes (mmdet heads, dsla §4); False ranks the thresholded
+            (location, class) pairs (ATSS family).
     """
 
     def __init__(
@@ -51,6 +66,7 @@ class DensePostProcessor:
         min_size: float = 0,
         apply_nms: bool = True,
         box_offset: int = 1,
+        rank_locations: bool = False,
     ):
         self.box_coder = box_coder
         self.rank_score = rank_score
@@ -62,21 +78,43 @@ class DensePostProcessor:
         self.min_size = min_size
         self.apply_nms = apply_nms
         self.box_offset = box_offset
+        self.rank_locations = rank_locations
+
+    @classmethod
+    def from_config(cls, cfg, head_cfg, box_coder: BoxCoder, **kwargs) -> "DensePostProcessor":
+        """The keys every dense head shares: ``head_cfg`` (a ``MODEL.<HEAD>`` node)
+        ``.{INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH}``, ``TEST.DETECTIONS_PER_IMG`` and the
+        box offset (spec C4); ``kwargs`` are the method's own arguments (rank_score, ...)."""
+        return cls(
+            box_coder,
+            pre_nms_thresh=head_cfg.INFERENCE_TH,
+            pre_nms_top_n=head_cfg.PRE_NMS_TOP_N,
+            nms_thresh=head_cfg.NMS_TH,
+            detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
+            box_offset=resolve_box_offset(cfg),
+            **kwargs,
+        )
 
     def select_level(self, predictions: DensePredictions, anchors: Tensor) -> Tuple[Tensor, ...]:
         """Top candidates of one level for every image.
 
         predictions: (N, n, ·) rows of the level; anchors (n, 4).
         Returns boxes (N, k, 4), scores (N, k), labels (N, k) in 1..C, and
-        valid (N, k): False where an image had fewer than k candidates.
+        valid (N, k): False for rows whose class probability is not above the
+        threshold (an image with fewer than k candidates).
         """
         n_img, n, c = predictions.cls_logits.shape
         cls_prob = predictions.cls_logits.sigmoid()
         candidate = (cls_prob > self.pre_nms_thresh).reshape(n_img, n * c)
-        rank = self.rank_score(cls_prob, predictions.centerness).reshape(n_img, n * c)
-        # Non-candidates rank below every candidate, then are dropped by ``valid``.
-        rank = rank.masked_fill(~candidate, -1.0)
-        top_rank, flat_idx = rank.topk(min(self.pre_nms_top_n, n * c), dim=1)
+        rank = self.rank_score(cls_prob, predictions.centerness)
+        if self.rank_locations:
+            top_loc = rank.max(dim=2).values.topk(min(self.pre_nms_top_n, n), dim=1).indices  # (N, k)
+            flat_idx = (top_loc[..., None] * c + torch.arange(c, device=top_loc.device)).reshape(n_img, -1)
+            top_rank = rank.reshape(n_img, n * c).gather(1, flat_idx)
+        else:
+            # Non-candidates rank below every candidate, then are dropped by ``valid``.
+            rank = rank.reshape(n_img, n * c).masked_fill(~candidate, -1.0)
+            top_rank, flat_idx = rank.topk(min(self.pre_nms_top_n, n * c), dim=1)
         valid = candidate.gather(1, flat_idx)
         loc = flat_idx // c
         deltas = predictions.bbox_reg.gather(1, loc[..., None].expand(-1, -1, 4))
@@ -115,10 +153,14 @@ class DensePostProcessor:
 
     def select_over_all_levels(self, boxlist: BoxList) -> BoxList:
         """Class-aware NMS, then keep scores >= the ``detections_per_img``-th largest."""
-        boxlist = boxlist_ml_nms(boxlist, self.nms_thresh)
-        num = len(boxlist)
-        if num > self.detections_per_img > 0:
-            scores = boxlist.get_field("scores")
-            kth = torch.kthvalue(scores, num - self.detections_per_img + 1).values
-            boxlist = boxlist[scores >= kth]
-        return boxlist
+        return keep_top_scores(boxlist_ml_nms(boxlist, self.nms_thresh), self.detections_per_img)
+
+
+def keep_top_scores(boxlist: BoxList, max_num: int) -> BoxList:
+    """Keep scores >= the ``max_num``-th largest (ties at the cut may keep more); <= 0 keeps all."""
+    num = len(boxlist)
+    if num > max_num > 0:
+        scores = boxlist.get_field("scores")
+        kth = torch.kthvalue(scores, num - max_num + 1).values
+        boxlist = boxlist[scores >= kth]
+    return boxlist

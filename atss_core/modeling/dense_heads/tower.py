@@ -15,14 +15,14 @@ from atss_core.layers import DFConv2d, Scale
 _REG_ACTIVATIONS = {"none": lambda t: t, "relu": torch.relu, "exp": torch.exp}
 
 
-def _make_branch(channels: int, num_convs: int, use_gn: bool, use_dcn: bool) -> nn.Sequential:
-    """[conv3x3 (bias) (+ GN(32)) + ReLU] x num_convs; with use_dcn the last conv is a DCNv2."""
+def _make_branch(channels: int, num_convs: int, use_gn: bool, use_dcn: bool, bias: bool = True) -> nn.Sequential:
+    """[conv3x3 (+ bias) (+ GN(32)) + ReLU] x num_convs; with use_dcn the last conv is a DCNv2."""
     layers = []
     for i in range(num_convs):
         if use_dcn and i == num_convs - 1:
-            conv = DFConv2d(channels, channels, with_modulated_dcn=True, kernel_size=3, stride=1, bias=True)
+            conv = DFConv2d(channels, channels, with_modulated_dcn=True, kernel_size=3, stride=1, bias=bias)
         else:
-            conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=True)
+            conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=bias)
         layers.append(conv)
         if use_gn:
             layers.append(nn.GroupNorm(32, channels))
@@ -49,6 +49,10 @@ class Tower(nn.Module):
         reg_activation: applied after the scale: "none", "relu" (ATSS POINT),
             "exp" (FCOS).
         bbox_bias_init: initial ``bbox_pred`` bias (4.0 for ATSS POINT).
+        conv_bias: tower convs have a bias (False: mmdet's ``conv_bias='auto'``
+            before GN, DSLA R-50).
+        zero_init_offset: DCN offset convs of the towers start at zero (mmdet
+            heads, spec C12) instead of N(0, 0.01).
     """
 
     def __init__(
@@ -65,6 +69,8 @@ class Tower(nn.Module):
         num_scales: int = 5,
         reg_activation: str = "none",
         bbox_bias_init: float = 0.0,
+        conv_bias: bool = True,
+        zero_init_offset: bool = False,
     ):
         super().__init__()
         if use_gn and in_channels % 32:
@@ -76,17 +82,17 @@ class Tower(nn.Module):
         self.num_anchors = num_anchors
         self.centerness_on_reg = centerness_on_reg
         self.reg_activation = reg_activation
-        self.cls_tower = _make_branch(in_channels, num_convs, use_gn, use_dcn)
-        self.bbox_tower = _make_branch(in_channels, num_convs, use_gn, use_dcn)
+        self.cls_tower = _make_branch(in_channels, num_convs, use_gn, use_dcn, conv_bias)
+        self.bbox_tower = _make_branch(in_channels, num_convs, use_gn, use_dcn, conv_bias)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=3, stride=1, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=3, stride=1, padding=1)
         self.centerness = (
             nn.Conv2d(in_channels, num_anchors, kernel_size=3, stride=1, padding=1) if use_centerness else None
         )
         self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_scales)]) if num_scales else None
-        self._init_weights(prior_prob, bbox_bias_init)
+        self._init_weights(prior_prob, bbox_bias_init, zero_init_offset)
 
-    def _init_weights(self, prior_prob: float, bbox_bias_init: float):
+    def _init_weights(self, prior_prob: float, bbox_bias_init: float, zero_init_offset: bool):
         # Every nn.Conv2d, including DFConv2d's offset conv, gets N(0, 0.01): the
         # original's init loop overwrote the offset conv's own init the same way;
         # the deformable conv itself is no nn.Conv2d and keeps its init (atss_heads §2.2).
@@ -96,7 +102,12 @@ class Tower(nn.Module):
             for m in branch.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.normal_(m.weight, std=0.01)
-                    nn.init.constant_(m.bias, 0)
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0)
+        if zero_init_offset:
+            for m in self.modules():
+                if isinstance(m, DFConv2d):
+                    nn.init.zeros_(m.offset.weight)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         nn.init.constant_(self.bbox_pred.bias, bbox_bias_init)
 

@@ -5,7 +5,7 @@ classification and centerness losses divide by max(mean #positives, 1), the
 box loss by the mean sum of centerness targets. Both collectives run on every
 rank every iteration, whether or not the rank has positives.
 """
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,33 @@ def centerness_targets(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
     return torch.sqrt((l.minimum(r) / l.maximum(r)) * (t.minimum(b) / t.maximum(b)))
 
 
+def decoded_giou_loss(deltas: Tensor, gt_boxes: Tensor, anchors: Tensor, box_coder: BoxCoder) -> Tensor:
+    """ATSS box loss: 1 - GIoU of the decoded prediction and the gt; (M, 4) each -> (M,)."""
+    return giou_loss(box_coder.decode(deltas, anchors), gt_boxes)
+
+
+def quality_weighted_losses(
+    predictions: DensePredictions, pos: Tensor, box_losses: Tensor, quality: Tensor, num_pos_avg: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Box loss weighted by a quality target, and BCE of the quality branch against it.
+
+    The quality is ATSS/FCOS's centerness target or Dynamic ATSS's predicted
+    IoU. pos (N, R) bool; box_losses, quality (M,) for the M positives.
+    Returns (sum(box_losses * quality) / mean over ranks of sum(quality),
+    BCE(centerness logits[pos], quality, sum) / num_pos_avg), not yet scaled
+    by any loss weight. The collective runs on every rank, with or without positives.
+    """
+    sum_quality_avg = reduce_mean(quality.sum())
+    if not len(quality):
+        # Zero-valued but connected to every prediction, so DDP sees all grads.
+        return predictions.bbox_reg.sum() * 0, predictions.centerness.sum() * 0
+    # Positives have centerness > 0, so only all-zero predicted IoUs (Dynamic
+    # ATSS) reach the floor, where the original divided by zero.
+    loss_reg = (box_losses * quality).sum() / sum_quality_avg.clamp(min=torch.finfo(quality.dtype).tiny)
+    loss_quality = F.binary_cross_entropy_with_logits(predictions.centerness[pos], quality, reduction="sum")
+    return loss_reg, loss_quality / num_pos_avg
+
+
 def atss_loss(
     predictions: DensePredictions,
     assignments: Sequence[AnchorAssignment],
@@ -39,6 +66,7 @@ def atss_loss(
     box_coder: BoxCoder,
     focal_loss: Callable[[Tensor, Tensor], Tensor],
     reg_loss_weight: float = 2.0,
+    box_loss: Callable[..., Tensor] = decoded_giou_loss,
 ) -> Dict[str, Tensor]:
     """
     Args:
@@ -47,7 +75,9 @@ def atss_loss(
         anchors: (R, 4), shared by all images.
         box_coder: decodes ``bbox_reg`` against the anchors.
         focal_loss: (logits (M, C), labels (M,) int64) -> summed sigmoid focal loss.
-        reg_loss_weight: multiplies the GIoU loss (MODEL.ATSS.REG_LOSS_WEIGHT).
+        reg_loss_weight: multiplies the box loss (MODEL.ATSS.REG_LOSS_WEIGHT; 1 for FCOS).
+        box_loss: (deltas, gt_boxes, anchors (M, 4), box_coder) -> (M,); ATSS:
+            GIoU of the decoded boxes; FCOS passes its IoU loss on (l, t, r, b).
     Returns:
         {"loss_cls", "loss_reg", "loss_centerness"}, scalars.
     """
@@ -61,17 +91,8 @@ def atss_loss(
 
     pos_anchors = anchors.expand(n, r, 4)[pos]  # (M, 4)
     pos_gts = matched_boxes[pos]
-    ctr_targets = centerness_targets(pos_anchors, pos_gts)
-    sum_ctr_avg = reduce_mean(ctr_targets.sum())
-
-    if len(pos_anchors):
-        pos_boxes = box_coder.decode(predictions.bbox_reg[pos], pos_anchors)
-        loss_reg = (giou_loss(pos_boxes, pos_gts) * ctr_targets).sum() / sum_ctr_avg
-        loss_ctr = F.binary_cross_entropy_with_logits(
-            predictions.centerness[pos], ctr_targets, reduction="sum"
-        ) / num_pos_avg
-    else:
-        # Zero-valued but connected to every prediction, so DDP sees all grads.
-        loss_reg = predictions.bbox_reg.sum() * 0
-        loss_ctr = predictions.centerness.sum() * 0
+    box_losses = box_loss(predictions.bbox_reg[pos], pos_gts, pos_anchors, box_coder)
+    loss_reg, loss_ctr = quality_weighted_losses(
+        predictions, pos, box_losses, centerness_targets(pos_anchors, pos_gts), num_pos_avg
+    )
     return {"loss_cls": loss_cls, "loss_reg": loss_reg * reg_loss_weight, "loss_centerness": loss_ctr}

@@ -1,11 +1,9 @@
 """ATSS loss end to end on the C5 toy: atss_heads §6, checks C9-C12."""
 import math
-import types
 
 import pytest
 import torch
 
-import atss_core.utils.comm as comm
 from atss_core.layers import SigmoidFocalLoss
 from atss_core.modeling.anchors import AnchorGenerator
 from atss_core.modeling.assigners import atss_assign
@@ -72,33 +70,6 @@ def test_c12_zero_positives_single_gpu():
     sum(losses.values()).backward()
     assert preds.bbox_reg.grad is not None and preds.centerness.grad is not None
     assert preds.bbox_reg.grad.abs().sum() == 0
-
-
-class _FakeDist:
-    """A second rank whose contributions to the all-reduces are fixed values."""
-
-    class ReduceOp:
-        SUM = "sum"
-
-    def __init__(self, other_rank_values):
-        self.other = list(other_rank_values)
-        self.calls = 0
-
-    def all_reduce(self, tensor, op):
-        assert op == "sum"
-        tensor += self.other[self.calls]
-        self.calls += 1
-
-
-@pytest.fixture
-def two_ranks(monkeypatch):
-    def install(other_num_pos, other_ctr_sum):
-        fake = _FakeDist([other_num_pos, other_ctr_sum])
-        monkeypatch.setattr(comm, "get_world_size", lambda: 2)
-        monkeypatch.setattr(comm, "dist", types.SimpleNamespace(all_reduce=fake.all_reduce, ReduceOp=fake.ReduceOp))
-        return fake
-
-    return install
 
 
 def test_c12_global_normalisers(two_ranks):
