@@ -248,6 +248,88 @@ _C.MODEL.DSLA.NMS_TH = 0.6
 _C.MODEL.DSLA.PRE_NMS_TOP_N = 1000
 
 # --------------------------------------------------------------------------- #
+# DW head (new; dw.md 9.1, defaults = dw_r50_fpn_1x_coco)
+# --------------------------------------------------------------------------- #
+_C.MODEL.DW = CN()
+_C.MODEL.DW.NUM_CLASSES = 81
+_C.MODEL.DW.NUM_CONVS = 4
+_C.MODEL.DW.FPN_STRIDES = [8, 16, 32, 64, 128]
+_C.MODEL.DW.POINT_OFFSET = 0.5
+_C.MODEL.DW.USE_GN = True
+_C.MODEL.DW.CONV_BIAS = True
+# DCNv2 as the last conv of both towers (dconv config).
+_C.MODEL.DW.USE_DCN_IN_TOWER = False
+_C.MODEL.DW.INIT_STD = 0.01
+_C.MODEL.DW.PRIOR_PROB = 0.02
+_C.MODEL.DW.REG_BIAS_INIT = 4.0
+# Box refinement by deformable sampling (False = the "worefine" configs).
+_C.MODEL.DW.REG_REFINE = True
+# Gaussian centre prior, in units of the point's stride.
+_C.MODEL.DW.SOFT_PRIOR = True
+_C.MODEL.DW.HARD_PRIOR_THRESH = 0.3
+_C.MODEL.DW.PRIOR_MEAN = 0.0
+_C.MODEL.DW.PRIOR_SIGMA = 1.11
+# Positive weight: p_loc = exp(-REG_SCORE_EXP * GIOU_LOSS_WEIGHT * (1 - GIoU)).
+_C.MODEL.DW.GIOU_LOSS_WEIGHT = 1.0
+_C.MODEL.DW.REG_SCORE_EXP = 5.0
+_C.MODEL.DW.POS_EXP_NUM = 5.0
+_C.MODEL.DW.POS_EXP_DEN = 3.0
+# Negative weight: P_neg from the IoU, importance = joint score ** NEG_GAMMA.
+_C.MODEL.DW.NEG_IOU_THRESH = 0.5
+_C.MODEL.DW.NEG_ALPHA = 2.0
+_C.MODEL.DW.NEG_GAMMA = 2.0
+_C.MODEL.DW.POS_CLS_WEIGHT = 0.25
+_C.MODEL.DW.LOC_WEIGHT = 0.25
+_C.MODEL.DW.NEG_CLS_WEIGHT = 1.0
+_C.MODEL.DW.EPS = 1e-12
+# Inference threshold and per-level top-k on cls x objectness.
+_C.MODEL.DW.INFERENCE_TH = 0.05
+_C.MODEL.DW.NMS_TH = 0.6
+_C.MODEL.DW.PRE_NMS_TOP_N = 1000
+
+# --------------------------------------------------------------------------- #
+# O2F head (new; o2f.md 9.2, defaults = r50_1x)
+# --------------------------------------------------------------------------- #
+_C.MODEL.O2F = CN()
+_C.MODEL.O2F.NUM_CLASSES = 81
+_C.MODEL.O2F.FPN_STRIDES = [8, 16, 32, 64, 128]
+_C.MODEL.O2F.NUM_CONVS = 4
+_C.MODEL.O2F.CHANNELS = 256
+_C.MODEL.O2F.POINT_OFFSET = 0.5
+_C.MODEL.O2F.USE_GN = True
+_C.MODEL.O2F.CONV_BIAS = True
+# Objectness sub-tower on the box tower's output.
+_C.MODEL.O2F.OBJ_NUM_CONVS = 3
+_C.MODEL.O2F.OBJ_CHANNELS = 64
+_C.MODEL.O2F.PRIOR_PROB = 0.01
+_C.MODEL.O2F.INIT_STD = 0.01
+_C.MODEL.O2F.SCALE_INIT = 1.0
+_C.MODEL.O2F.CENTER_SAMPLING_RADIUS = 1.5
+# quality = prob ** (1 - POTO_ALPHA) * IoU ** POTO_ALPHA; TOPK candidates per gt.
+_C.MODEL.O2F.POTO_ALPHA = 0.8
+_C.MODEL.O2F.TOPK = 7
+_C.MODEL.O2F.MAIN_WEIGHT = 1.0
+_C.MODEL.O2F.SOFT_WEIGHT = 0.4
+# Soft-anchor target scale T, from SOFT_T_START to SOFT_T_END over training.
+_C.MODEL.O2F.SOFT_T_START = 0.6
+_C.MODEL.O2F.SOFT_T_END = 0.2
+_C.MODEL.O2F.SCHEDULE_EPOCHS = 12
+# "epoch" (step-wise, as the original) or "linear" (smooth in iterations).
+_C.MODEL.O2F.SCHEDULE_MODE = "epoch"
+# 0 = SOLVER.MAX_ITER / SCHEDULE_EPOCHS.
+_C.MODEL.O2F.ITERS_PER_EPOCH = 0
+_C.MODEL.O2F.NEG_WEIGHT = 0.75
+_C.MODEL.O2F.NEG_GAMMA = 2.0
+_C.MODEL.O2F.CLS_LOSS_WEIGHT = 1.0
+_C.MODEL.O2F.REG_LOSS_WEIGHT = 2.0
+_C.MODEL.O2F.IOU_LOSS_EPS = 1e-6
+_C.MODEL.O2F.INFERENCE_TH = 0.05
+_C.MODEL.O2F.PRE_NMS_TOP_N = 1000
+# NMS-free by default (every released config); NMS_TH is used only with USE_NMS.
+_C.MODEL.O2F.USE_NMS = False
+_C.MODEL.O2F.NMS_TH = 0.6
+
+# --------------------------------------------------------------------------- #
 # Solver
 # --------------------------------------------------------------------------- #
 _C.SOLVER = CN()

@@ -1,10 +1,12 @@
 """Dense detections -> per-image BoxLists, shared by every anchor/point head (atss_heads §7).
 
-Per level and image: keep (anchor, class) pairs whose class probability is
+Per level and image: keep (anchor, class) pairs whose class probability (or,
+for the mmdet heads with an objectness branch, whose ranking score) is
 strictly above ``pre_nms_thresh``, take the ``pre_nms_top_n`` best by a
 head-specific ranking score, decode, clip. Then per image over all levels:
-class-aware NMS and a cap of ``detections_per_img``. The head supplies
-``rank_score`` (what is ranked) and ``output_score`` (what is reported).
+class-aware NMS (or none, for NMS-free heads) and a cap of
+``detections_per_img``. The head supplies ``rank_score`` (what is ranked) and
+``output_score`` (what is reported).
 """
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -30,6 +32,15 @@ def cls_prob_only(cls_prob: Tensor, centerness_logits: Optional[Tensor]) -> Tens
     return cls_prob
 
 
+def cls_times_objectness(cls_prob: Tensor, objectness_logits: Optional[Tensor]) -> Tensor:
+    """DW/O2F joint score: cls_prob (N, R, C) * sigmoid(objectness) (N, R) -> (N, R, C).
+
+    The same product as :func:`cls_times_centerness`; the 1-channel branch of
+    these heads is an objectness, not a centerness (dw.md §2.2, o2f.md §1).
+    """
+    return cls_times_centerness(cls_prob, objectness_logits)
+
+
 def as_is(score: Tensor) -> Tensor:
     """``output_score`` that reports the ranking score unchanged (RetinaNet)."""
     return score
@@ -43,8 +54,11 @@ class DensePostProcessor:
         output_score: maps the ranking score to the reported ``scores`` (ATSS: sqrt).
         pre_nms_thresh: strict threshold on the class probability.
         pre_nms_top_n: candidates kept per level and image.
-        nms_thresh: class-aware NMS IoU threshold (suppress iff IoU > thr).
-        detections_per_img: final cap; ties at the cut may keep more (kthvalue).
+        nms_thresh: class-aware NMS IoU threshold (suppress iff IoU > thr);
+            None = NMS-free (O2F): sort by score, keep exactly the first
+            ``detections_per_img``.
+        detections_per_img: final cap; with NMS, ties at the cut may keep
+            more (kthvalue, as the ATSS family).
         min_size: minimum box side (+box_offset) after clipping.
         apply_nms: False skips NMS and the cap (TTA merges first).
         box_offset: +1 pixel convention of the output BoxLists (spec C4).
@@ -52,6 +66,8 @@ class DensePostProcessor:
             best-class ``rank_score`` first, then threshold each of their
             classes (mmdet heads, dsla §4); False ranks the thresholded
             (location, class) pairs (ATSS family).
+        threshold_rank: apply ``pre_nms_thresh`` to ``rank_score`` instead of
+            the class probability (DW, O2F: the joint cls x objectness).
     """
 
     def __init__(
@@ -61,12 +77,13 @@ class DensePostProcessor:
         output_score: Callable[[Tensor], Tensor] = torch.sqrt,
         pre_nms_thresh: float = 0.05,
         pre_nms_top_n: int = 1000,
-        nms_thresh: float = 0.6,
+        nms_thresh: Optional[float] = 0.6,
         detections_per_img: int = 100,
         min_size: float = 0,
         apply_nms: bool = True,
         box_offset: int = 1,
         rank_locations: bool = False,
+        threshold_rank: bool = False,
     ):
         self.box_coder = box_coder
         self.rank_score = rank_score
@@ -79,6 +96,7 @@ class DensePostProcessor:
         self.apply_nms = apply_nms
         self.box_offset = box_offset
         self.rank_locations = rank_locations
+        self.threshold_rank = threshold_rank
 
     @classmethod
     def from_config(cls, cfg, head_cfg, box_coder: BoxCoder, **kwargs) -> "DensePostProcessor":
@@ -105,8 +123,8 @@ class DensePostProcessor:
         """
         n_img, n, c = predictions.cls_logits.shape
         cls_prob = predictions.cls_logits.sigmoid()
-        candidate = (cls_prob > self.pre_nms_thresh).reshape(n_img, n * c)
         rank = self.rank_score(cls_prob, predictions.centerness)
+        candidate = ((rank if self.threshold_rank else cls_prob) > self.pre_nms_thresh).reshape(n_img, n * c)
         if self.rank_locations:
             top_loc = rank.max(dim=2).values.topk(min(self.pre_nms_top_n, n), dim=1).indices  # (N, k)
             flat_idx = (top_loc[..., None] * c + torch.arange(c, device=top_loc.device)).reshape(n_img, -1)
@@ -152,7 +170,14 @@ class DensePostProcessor:
         return results
 
     def select_over_all_levels(self, boxlist: BoxList) -> BoxList:
-        """Class-aware NMS, then keep scores >= the ``detections_per_img``-th largest."""
+        """Class-aware NMS, then keep scores >= the ``detections_per_img``-th largest;
+        NMS-free: the ``detections_per_img`` best, sorted by descending score."""
+        if self.nms_thresh is None:
+            scores = boxlist.get_field("scores")
+            order = scores.argsort(descending=True, stable=True)
+            if self.detections_per_img > 0:
+                order = order[: self.detections_per_img]
+            return boxlist[order]
         return keep_top_scores(boxlist_ml_nms(boxlist, self.nms_thresh), self.detections_per_img)
 
 

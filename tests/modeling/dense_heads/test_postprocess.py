@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from atss_core.modeling.box_coders import BoxCoder
-from atss_core.modeling.dense_heads.postprocess import DensePostProcessor
+from atss_core.modeling.dense_heads.postprocess import DensePostProcessor, as_is, cls_times_objectness
 from atss_core.modeling.utils import DensePredictions
 
 CERTAIN = 30.0  # a centerness logit whose sigmoid is 1.0 in float32
@@ -105,3 +105,28 @@ def test_without_nms_duplicates_survive():
 def test_no_candidates_gives_empty_boxlists():
     out = _post()(_preds({}, [CERTAIN] * 3), _far_apart(3), [3], [(50, 50)])
     assert len(out[0]) == 0 and out[0].get_field("scores").shape == (0,)
+
+
+def test_threshold_on_the_joint_score_drops_confident_classes_of_unlikely_objects():
+    # dw.md §11.11: joint [[0.04, 0.18], [0.054, 0.009]]; (0, class 0) has cls 0.2 > 0.05 but joint 0.04.
+    preds = _preds({(0, 0): 0.2, (0, 1): 0.9, (1, 0): 0.06, (1, 1): 0.01}, [_logit(0.2), _logit(0.9)], 2)
+    post = _post(rank_score=cls_times_objectness, output_score=as_is, threshold_rank=True, box_offset=0)
+    (out,) = post(preds, _far_apart(2), [2], [(100, 100)])
+    got = sorted(zip(out.get_field("scores").tolist(), out.get_field("labels").tolist(), out.bbox[:, 0].tolist()))
+    assert [(round(s, 5), lab, x) for s, lab, x in got] == [(0.054, 1, 20.0), (0.18, 2, 0.0)]
+
+
+def test_nms_free_keeps_duplicates_and_exactly_the_best_k_in_order():
+    # o2f.md C9: joint P0 [0.45, 0.10], P1 [0.04, 0.30]; identical boxes are not suppressed.
+    anchors = torch.tensor([[0.0, 0, 8, 8], [0.0, 0, 8, 8]])
+    preds = _preds({(0, 0): 0.9, (0, 1): 0.2, (1, 0): 0.08, (1, 1): 0.6}, [0.0, 0.0], 2)
+    kw = dict(rank_score=cls_times_objectness, output_score=as_is, threshold_rank=True, nms_thresh=None)
+    (out,) = _post(**kw)(preds, anchors, [2], [(100, 100)])
+    assert out.get_field("scores").tolist() == pytest.approx([0.45, 0.30, 0.10], abs=1e-6)
+    assert out.get_field("labels").tolist() == [1, 2, 2]
+    (out,) = _post(detections_per_img=2, **kw)(preds, anchors, [2], [(100, 100)])
+    assert out.get_field("scores").tolist() == pytest.approx([0.45, 0.30], abs=1e-6)
+    # Ties at the cut are not kept beyond the cap (unlike the NMS path's kthvalue rule).
+    ties = _preds({(i, 0): 0.5 for i in range(5)}, [CERTAIN] * 5)
+    (out,) = _post(detections_per_img=3, **kw)(ties, _far_apart(5), [5], [(100, 400)])
+    assert len(out) == 3
