@@ -29,6 +29,11 @@ from .postprocess import DensePostProcessor, as_is, cls_times_objectness
 from .tower import Tower
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    """Boxes are computed in float32 under autocast (spec C18); float64 stays float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def refine_distances(distances: Tensor, offsets: Tensor, stride: float, point_offset: float = 0.5) -> Tensor:
     """DW box refinement of one level (dw.md §2.4): each side of a cell's box is read, by
     bilinear sampling with zeros outside the map, from the box predicted at the cell on
@@ -42,11 +47,11 @@ def refine_distances(distances: Tensor, offsets: Tensor, stride: float, point_of
         refined distances (N, 4, H, W) >= 0, in float32 (float64 stays float64).
     """
     with torch.autocast(device_type=distances.device.type, enabled=False):
-        dtype = torch.promote_types(distances.dtype, torch.float32)
-        d, o = distances.to(dtype), offsets.to(dtype)
+        d = _at_least_float32(distances)
+        o = offsets.to(d.dtype)
         h, w = d.shape[-2:]
-        px = ((torch.arange(w, dtype=dtype, device=d.device) + point_offset) * stride).view(1, 1, w)
-        py = ((torch.arange(h, dtype=dtype, device=d.device) + point_offset) * stride).view(1, h, 1)
+        px = ((torch.arange(w, dtype=d.dtype, device=d.device) + point_offset) * stride).view(1, 1, w)
+        py = ((torch.arange(h, dtype=d.dtype, device=d.device) + point_offset) * stride).view(1, h, 1)
         l, t, r, b = d.unbind(1)
         corners = torch.stack((px - l, py - t, px + r, py + b), dim=1)
         zero = torch.zeros_like(l)
@@ -123,7 +128,7 @@ class DWTower(Tower):
             objectness.append(self.centerness(box_feat))
             # Out of place: the original's in-place "*= stride" on the ReLU output breaks
             # backward in current PyTorch (ReLU's backward reads its output).
-            d = F.relu(self.scales[level](self.bbox_pred(box_feat)).float()) * stride
+            d = F.relu(_at_least_float32(self.scales[level](self.bbox_pred(box_feat)))) * stride
             if self.reg_offset is not None:
                 d = refine_distances(d, self.reg_offset(box_feat), stride, self.point_offset)
             distances.append(d)
