@@ -2,6 +2,8 @@
 DW): synthetic checkpoints with the key names and shapes of its §1.3-1.5 tables, strict
 loading, key counts, the centre prior checked and dropped, round trips, and head outputs
 equal to an independent forward of the mmdet-layout head."""
+import importlib.util
+import os
 import warnings
 
 import pytest
@@ -23,6 +25,7 @@ model = dict(type='FCOS', backbone=dict(type='ResNet', depth=50, style='pytorch'
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 """
 STRIDES = (8, 16, 32, 64, 128)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # variant -> (depth, refine, dcn), (mmdet keys, our keys, dropped), head parameters (checkpoints.md §1.6, §6 C1)
 VARIANTS = {
     "r50_worefine": ((50, False, False), (379, 324, 55), 4920666),
@@ -235,3 +238,18 @@ def test_converted_head_computes_the_mmdet_head_outputs(variant, converted):
     if refine:  # the refinement did move the boxes
         unrefined = _ref_dw_head(feats, ref_sd, False, dcn)[1]
         assert all((a - b).abs().max() > 1 for a, b in zip(ours[1], unrefined))
+
+
+# ----------------------------------------------------------------------------- the shared tool
+def test_convert_checkpoint_tool_writes_a_dw_checkpoint(converted, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    sd_mm, meta, (sd, overrides, _) = converted["r50_refine"]
+    src, out = tmp_path / "dw_mmdet.pth", tmp_path / "dw.pth"
+    torch.save({"meta": meta, "state_dict": sd_mm}, src)
+    tool.main([str(src), str(out)])
+    assert "DW detector: 381 keys -> 326" in capsys.readouterr().out
+    data = torch.load(out, weights_only=True)
+    assert data["meta"]["head"] == "DW" and data["meta"]["cfg_overrides"] == overrides
+    assert list(data["model"]) == list(sd) and all(torch.equal(data["model"][k], v) for k, v in sd.items())

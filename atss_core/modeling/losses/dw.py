@@ -46,7 +46,7 @@ def dw_loss_terms(
     Returns:
         cls_pos = pos_cls_weight * sum w BCE(s(n, c_j), 1);
         loc = loc_weight * sum w BCE(exp(-k L), 1) = loc_weight * sum w k L
-            (exact: k L <= 2 k never reaches BCE's log clamp at 100);
+            (the same while k L < 100, BCE's log clamp: always with the defaults, k L <= 10);
         neg = neg_cls_weight * sum P_neg s^gamma BCE(s, 0).
     BCE is ``F.binary_cross_entropy`` (log clamped at -100), as the original.
     """

@@ -235,7 +235,7 @@ def test_vectorised_rule_equals_the_per_gt_loop(seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_invariants_on_random_scenes(seed):
     cells, counts, gts, labels, pred, scores = _scene(seed + 10, num_gts=8)
-    a = dw_assign(cells, counts, gts, labels, pred, scores)
+    a = dw_assign(cells, counts, gts, labels, pred.clone().requires_grad_(), scores.clone().requires_grad_())
     points = (cells[:, :2] + cells[:, 2:]) / 2
     inside = points_inside(points, gts)
     iou = iou_and_giou(pred[:, None], gts[None])[0] * inside
