@@ -133,5 +133,12 @@ class Tower(nn.Module):
                 reg = self.scales[level](reg)
             bbox_reg.append(activation(reg))
             if self.centerness is not None:
-                centerness.append(self.centerness(box_feat if self.centerness_on_reg else cls_feat))
+                centerness.append(self.centerness(self.centerness_features(cls_feat, box_feat)))
         return logits, bbox_reg, centerness
+
+    def centerness_features(self, cls_feat: Tensor, box_feat: Tensor) -> Tensor:
+        """What ``centerness`` reads: the bbox (``centerness_on_reg``) or cls tower output.
+
+        Heads whose 1-channel branch has convs of its own (O2F) override this.
+        """
+        return box_feat if self.centerness_on_reg else cls_feat

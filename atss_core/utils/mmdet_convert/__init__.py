@@ -202,6 +202,7 @@ def export(sd_ours: StateDict, head: str, bn_eps: float = 0.0) -> StateDict:
 
 from . import dsla  # noqa: E402,F401  (registers the head converter)
 from . import dw  # noqa: E402,F401  (registers the head converter)
+from . import o2f  # noqa: E402,F401  (registers the head converter)
 
 __all__ = [
     "HEAD_CONVERTERS",
