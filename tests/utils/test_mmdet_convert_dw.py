@@ -47,7 +47,8 @@ def mmdet_dw_head(g, refine=True, dcn=False, num_classes=80, channels=256, sigma
                 sd[f"{tower}.{n}.conv.conv_offset.bias"] = _rand(g, 27, scale=0.1)
             sd[f"{tower}.{n}.gn.weight"] = 0.5 + torch.rand(channels, generator=g)
             sd[f"{tower}.{n}.gn.bias"] = _rand(g, channels, scale=0.1)
-    for name, cout in (("conv_cls", num_classes), ("conv_reg", 4), ("conv_centerness", 1)) + (("reg_offset", 8),) * refine:
+    predictors = (("conv_cls", num_classes), ("conv_reg", 4), ("conv_centerness", 1)) + (("reg_offset", 8),) * refine
+    for name, cout in predictors:
         sd[f"{name}.weight"] = _conv(g, cout, channels, 3)
         sd[f"{name}.bias"] = _rand(g, cout, scale=0.1)
     sd["conv_reg.bias"] += 2.0  # distances of a few strides, so that the refinement samples inside the map
@@ -100,7 +101,7 @@ def test_key_counts_and_strict_load(variant, converted):
     sd_mm, _, (sd, overrides, report) = converted[variant]
     counts, head_params = VARIANTS[variant][1:]
     assert (len(sd_mm), len(sd), len(report.dropped)) == counts
-    assert report.head == "DW" and detect_head([k[len("bbox_head."):] for k in sd_mm if k.startswith("bbox_head.")]) == "DW"
+    assert report.head == "DW" == detect_head([k[len("bbox_head."):] for k in sd_mm if k.startswith("bbox_head.")])
     assert sorted(k for k in report.dropped if not k.endswith("num_batches_tracked")) == [
         "bbox_head.center_prior.mean", "bbox_head.center_prior.sigma",
     ]
@@ -116,7 +117,8 @@ def test_key_counts_and_strict_load(variant, converted):
 def test_overrides(converted):
     o = converted["r50_dcn"][2][1]
     assert o["MODEL.DW_ON"] is True and o["MODEL.DW.NUM_CLASSES"] == 81 and o["MODEL.DW.NUM_CONVS"] == 4
-    assert o["MODEL.DW.CONV_BIAS"] is True and o["MODEL.DW.REG_REFINE"] is True and o["MODEL.DW.USE_DCN_IN_TOWER"] is True
+    assert o["MODEL.DW.CONV_BIAS"] is True and o["MODEL.DW.REG_REFINE"] is True
+    assert o["MODEL.DW.USE_DCN_IN_TOWER"] is True
     assert o["MODEL.RESNETS.STAGE_WITH_DCN"] == (False, True, True, True) and o["MODEL.RESNETS.WITH_MODULATED_DCN"]
     assert o["MODEL.RESNETS.STRIDE_IN_1X1"] is False and o["MODEL.RETINANET.USE_C5"] is False
     assert o["INPUT.TO_BGR255"] is False and o["INPUT.PIXEL_MEAN"] == pytest.approx([0.485, 0.456, 0.406])
@@ -204,16 +206,18 @@ def _ref_dw_head(feats, sd, refine, dcn):
         cls_feat, reg_feat = _ref_tower(x, sd, "cls_convs", dcn), _ref_tower(x, sd, "reg_convs", dcn)
         out[0].append(F.conv2d(cls_feat, sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1))
         out[2].append(F.conv2d(reg_feat, sd["conv_centerness.weight"], sd["conv_centerness.bias"], padding=1))
-        d = F.relu(F.conv2d(reg_feat, sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1) * sd[f"scales.{level}.scale"]) * s
+        raw = F.conv2d(reg_feat, sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1)
+        d = F.relu(raw * sd[f"scales.{level}.scale"]) * s
         if refine:
             o = F.conv2d(reg_feat, sd["reg_offset.weight"], sd["reg_offset.bias"], padding=1)
             h, w = d.shape[-2:]
-            ys, xs = torch.meshgrid((torch.arange(h, dtype=d.dtype) + 0.5) * s, (torch.arange(w, dtype=d.dtype) + 0.5) * s, indexing="ij")
+            ys, xs = torch.meshgrid(
+                (torch.arange(h, dtype=d.dtype) + 0.5) * s, (torch.arange(w, dtype=d.dtype) + 0.5) * s, indexing="ij"
+            )
             boxes = torch.stack((xs - d[:, 0], ys - d[:, 1], xs + d[:, 2], ys + d[:, 3]), 1)
             dd = d / s
-            offset = torch.stack(
-                (o[:, 0], o[:, 1] - dd[:, 0], o[:, 2] - dd[:, 1], o[:, 3], o[:, 4], o[:, 5] + dd[:, 2], o[:, 6] + dd[:, 3], o[:, 7]), 1
-            )
+            zero = torch.zeros_like(dd[:, 0])
+            offset = o + torch.stack((zero, -dd[:, 0], -dd[:, 1], zero, zero, dd[:, 2], dd[:, 3], zero), 1)
             boxes = torchvision.ops.deform_conv2d(boxes, offset, torch.ones(4, 1, 1, 1, dtype=d.dtype))
             d = torch.stack((xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys), 1).relu()
         out[1].append(d)
@@ -242,7 +246,8 @@ def test_converted_head_computes_the_mmdet_head_outputs(variant, converted):
 
 # ----------------------------------------------------------------------------- the shared tool
 def test_convert_checkpoint_tool_writes_a_dw_checkpoint(converted, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    path = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     sd_mm, meta, (sd, overrides, _) = converted["r50_refine"]

@@ -48,14 +48,13 @@ def iou_and_giou(boxes1: Tensor, boxes2: Tensor, eps: float = GIOU_EPS) -> Tuple
     mmdet ``bbox_overlaps`` (aligned): union and enclosing area floored at eps,
     no clamping of inverted boxes. Pairwise: pass (A, 1, 4) and (1, G, 4).
     """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    wh = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]
+    lt1, rb1, lt2, rb2 = boxes1[..., :2], boxes1[..., 2:], boxes2[..., :2], boxes2[..., 2:]
+    area1 = (rb1 - lt1).prod(dim=-1)
+    area2 = (rb2 - lt2).prod(dim=-1)
+    overlap = (torch.minimum(rb1, rb2) - torch.maximum(lt1, lt2)).clamp(min=0).prod(dim=-1)
     union = (area1 + area2 - overlap).clamp(min=eps)
     iou = overlap / union
-    enclose = (torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    enclose_area = (enclose[..., 0] * enclose[..., 1]).clamp(min=eps)
+    enclose_area = (torch.maximum(rb1, rb2) - torch.minimum(lt1, lt2)).clamp(min=0).prod(dim=-1).clamp(min=eps)
     return iou, iou - (enclose_area - union) / enclose_area
 
 

@@ -120,7 +120,9 @@ class DWTower(Tower):
             pixels, refined if ``refine``, float32), objectness logits L x (N, 1, H_l, W_l).
         """
         if len(features) != len(self.strides):
-            raise ValueError(f"got {len(features)} feature levels for {len(self.strides)} strides (MODEL.DW.FPN_STRIDES)")
+            raise ValueError(
+                f"got {len(features)} feature levels for {len(self.strides)} strides (MODEL.DW.FPN_STRIDES)"
+            )
         logits, distances, objectness = [], [], []
         for level, (x, stride) in enumerate(zip(features, self.strides)):
             box_feat = self.bbox_tower(x)

@@ -13,7 +13,12 @@ from . import HEAD_CONVERTERS, HeadConverter
 from .common import ConversionError, map_predictors, scale_to_mmdet, scale_to_ours, tower_to_mmdet, tower_to_ours
 
 TOWERS = {"cls_convs": "cls_tower", "reg_convs": "bbox_tower"}
-PREDICTORS = {"conv_cls": "cls_logits", "conv_reg": "bbox_pred", "conv_centerness": "centerness", "reg_offset": "reg_offset"}
+PREDICTORS = {
+    "conv_cls": "cls_logits",
+    "conv_reg": "bbox_pred",
+    "conv_centerness": "centerness",
+    "reg_offset": "reg_offset",
+}
 PRIOR_KEYS = ("center_prior.mean", "center_prior.sigma")
 # The constants of DW's CenterPrior (float32 1.11 = 1.1100000143).
 PRIOR_MEAN, PRIOR_SIGMA = 0.0, 1.11

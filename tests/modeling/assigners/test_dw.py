@@ -201,7 +201,8 @@ def _loop_reference(cells, gts, labels, pred, scores, classes):
         iw = (torch.minimum(pred[:, 2], gts[j, 2]) - torch.maximum(pred[:, 0], gts[j, 0])).clamp(min=0)
         ih = (torch.minimum(pred[:, 3], gts[j, 3]) - torch.maximum(pred[:, 1], gts[j, 1])).clamp(min=0)
         inter = iw * ih
-        union = torch.clamp((pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1]) + (x2 - x1) * (y2 - y1) - inter, min=1e-6)
+        area = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+        union = torch.clamp(area + (x2 - x1) * (y2 - y1) - inter, min=1e-6)
         ew = torch.maximum(pred[:, 2], gts[j, 2]) - torch.minimum(pred[:, 0], gts[j, 0])
         eh = torch.maximum(pred[:, 3], gts[j, 3]) - torch.minimum(pred[:, 1], gts[j, 1])
         enclose = torch.clamp(ew * eh, min=1e-6)

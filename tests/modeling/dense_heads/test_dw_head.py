@@ -90,7 +90,8 @@ def _grid_sample_refine(d, o, stride):
         y = rows + o[:, 2 * g] + dr
         x = cols + o[:, 2 * g + 1] + dc
         grid = torch.stack((2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1), dim=-1)
-        sampled.append(F.grid_sample(coord[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0])
+        sample = F.grid_sample(coord[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        sampled.append(sample[:, 0])
     x1, y1, x2, y2 = sampled
     return torch.stack((px - x1, py - y1, x2 - px, y2 - py), 1).relu()
 
@@ -146,7 +147,8 @@ def test_initialisation():
     assert head.bbox_pred.bias.tolist() == [4.0] * 4
     assert not head.centerness.bias.any() and not head.reg_offset.bias.any() and not head.cls_tower[0].bias.any()
     assert [s.scale.item() for s in head.scales] == [1.0] * 5
-    for conv in (head.cls_tower[0], head.bbox_tower[3], head.cls_logits, head.bbox_pred, head.centerness, head.reg_offset):
+    convs = (head.cls_tower[0], head.bbox_tower[3], head.cls_logits, head.bbox_pred, head.centerness, head.reg_offset)
+    for conv in convs:
         assert conv.weight.std().item() == pytest.approx(0.01, rel=0.1)
     dcn = [m for m in head.modules() if isinstance(m, DFConv2d)]
     assert len(dcn) == 2 and all(not m.offset.weight.any() and not m.offset.bias.any() for m in dcn)
