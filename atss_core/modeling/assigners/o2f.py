@@ -74,7 +74,7 @@ def soft_label_scale(
     if epochs <= 1:
         return t_start
     ipe = iters_per_epoch or max_iter / epochs
-    epoch = min(math.floor(iters_done / ipe), epochs - 1)
+    epoch = min(math.floor(iters_done / ipe), epochs - 1) if ipe > 0 else 0
     return t_start + (t_end - t_start) * epoch / (epochs - 1)
 
 
@@ -198,11 +198,13 @@ def o2f_assign_points(
         pred_boxes (A, 4): decoded predicted boxes (xyxy, pixels).
     G = 0 gives all background with zero boxes, targets and weights.
     """
-    prob = joint_prob[:, gt_labels.long() - 1]  # (A, G)
     inside = candidate_region(cells, gt_boxes, center_sampling_radius)
-    result = o2f_assign(
-        prob, pairwise_iou(pred_boxes, gt_boxes), inside, gt_labels, topk, soft_t, alpha, main_weight, soft_weight
-    )
+    # Only points inside some gt's region can be assigned (o2f §4 step 3): match those alone.
+    rows = inside.any(dim=1).nonzero().squeeze(1)
+    prob = joint_prob[rows][:, gt_labels.long() - 1]  # (rows, G)
+    iou = pairwise_iou(pred_boxes[rows], gt_boxes)
+    matched = o2f_assign(prob, iou, inside[rows], gt_labels, topk, soft_t, alpha, main_weight, soft_weight)
+    result = OneToFew(*(whole.index_copy(0, rows, part) for whole, part in zip(_background(len(cells), prob), matched)))
     assigned = result.labels > 0
     boxes = torch.zeros_like(pred_boxes)
     boxes[assigned] = gt_boxes[result.matched_idx[assigned]].to(boxes.dtype)

@@ -134,6 +134,7 @@ def test_schedule_values_and_iteration_mapping():
     # ITERS_PER_EPOCH overrides MAX_ITER / EPOCHS; one epoch means no decay.
     assert soft_label_scale(150, 1200, epochs=12, iters_per_epoch=50) == pytest.approx(0.490909, abs=1e-6)
     assert soft_label_scale(900, 1000, epochs=1) == 0.6
+    assert soft_label_scale(0, 0, epochs=12) == 0.6  # no iterations: no division by zero
 
 
 def test_linear_schedule_is_smooth():

@@ -8,9 +8,12 @@ import torch
 from torch import nn
 
 from atss_core.config import cfg as _cfg
+from atss_core.layers import FrozenBatchNorm2d
 from atss_core.modeling.dense_heads import DENSE_HEADS, build_dense_head
 from atss_core.modeling.dense_heads.o2f import O2FDenseHead
+from atss_core.modeling.detector import build_detection_model
 from atss_core.modeling.utils import flatten_head_outputs
+from atss_core.solver import make_optimizer
 from atss_core.structures.image_list import ImageList
 
 R50 = "configs/o2f/o2f_R_50_FPN_1x.yaml"
@@ -285,3 +288,85 @@ def test_channels_other_than_the_fpn_width_are_reported(caplog):
     with caplog.at_level("WARNING"):
         _head(32, NUM_CONVS=1, OBJ_CHANNELS=32)
     assert "MODEL.O2F.CHANNELS = 256 differs from the FPN width 32" in caplog.text
+
+
+# ----------------------------------------------------------------------------- configs (o2f §7, §9.2; spec §2.1)
+def _config(name):
+    return _cfg_from(f"configs/o2f/{name}.yaml")
+
+
+def test_r50_config_builds_the_original_detector():
+    cfg = _config("o2f_R_50_FPN_1x")
+    with torch.device("meta"):
+        model = build_detection_model(cfg)
+    body = model.backbone.body
+    assert len(model.state_dict()) == 336
+    assert body.layer2[0].conv1.stride == (1, 1) and body.layer2[0].conv2.stride == (2, 2)  # pytorch style
+    bns = [m for m in body.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert bns and all(m.eps == 1e-5 for m in bns)
+    assert body.layer3[0].bn1.weight.requires_grad and not body.stem.bn1.weight.requires_grad
+    assert model.backbone.fpn.top_blocks.p6.in_channels == 256  # P6 from P5
+    post = model.rpn.postprocessor
+    assert post.nms_thresh is None and post.box_offset == 0 and post.detections_per_img == 100
+    assert post.threshold_rank and not post.rank_locations and post.pre_nms_top_n == 1000
+    assert cfg.MODEL.WEIGHT == "torchvision://resnet50" and not cfg.INPUT.TO_BGR255
+    assert list(cfg.INPUT.PIXEL_MEAN) == [0.485, 0.456, 0.406] and list(cfg.INPUT.PIXEL_STD) == [0.229, 0.224, 0.225]
+    s = cfg.SOLVER
+    assert (tuple(s.STEPS), s.MAX_ITER, s.IMS_PER_BATCH, s.BASE_LR) == ((58640, 80630), 87960, 16, 0.01)
+    assert (s.WARMUP_METHOD, s.WARMUP_FACTOR, s.WARMUP_ITERS) == ("linear", 0.001, 1000)
+    # T steps once per 7,330-iteration epoch.
+    rpn = build_dense_head(cfg, 32)
+    rpn.set_train_progress(7329, s.MAX_ITER)
+    assert rpn.soft_t == 0.6
+    rpn.set_train_progress(7330, s.MAX_ITER)
+    assert rpn.soft_t == pytest.approx(0.563636, abs=1e-6)
+
+
+def test_r50_param_groups_follow_mmcv_rules():
+    cfg = _config("o2f_R_50_FPN_1x")
+    dense = build_dense_head(cfg, 32)
+    optimizer = make_optimizer(cfg, dense)
+    names = [n for n, p in dense.named_parameters() if p.requires_grad]
+    groups = {n: (g["lr"], g["weight_decay"]) for n, g in zip(names, optimizer.param_groups)}
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert groups["head.centerness_tower.1.weight"] == (0.01, 0.0)  # GN: no decay
+    assert groups["head.cls_tower.1.bias"] == (0.01, 0.0)
+    assert groups["head.cls_logits.bias"] == (0.01, 1e-4)  # biases: lr x 1, decayed
+    assert groups["head.centerness.weight"] == (0.01, 1e-4)
+    assert groups["head.scales.0.scale"] == (0.01, 1e-4)
+
+
+def test_ms_3x_and_r101_configs():
+    cfg = _config("o2f_R_50_FPN_ms_3x")
+    assert tuple(cfg.INPUT.MIN_SIZE_RANGE_TRAIN) == (640, 800)
+    schedule = (tuple(cfg.SOLVER.STEPS), cfg.SOLVER.MAX_ITER, cfg.MODEL.O2F.SCHEDULE_EPOCHS)
+    assert schedule == ((175920, 241890), 263880, 36)
+    rpn = build_dense_head(cfg, 32)
+    rpn.set_train_progress(18 * 7330, cfg.SOLVER.MAX_ITER)
+    assert rpn.soft_t == pytest.approx(0.394286, abs=1e-6)
+    cfg = _config("o2f_R_101_FPN_1x")
+    assert cfg.MODEL.WEIGHT == "torchvision://resnet101"
+    with torch.device("meta"):
+        assert len(build_detection_model(cfg).state_dict()) == 591
+
+
+def test_crowdhuman_config():
+    cfg = _config("o2f_R_50_FPN_crowdhuman")
+    c = cfg.MODEL.O2F
+    assert (c.NUM_CLASSES, c.TOPK, c.PRE_NMS_TOP_N, c.SCHEDULE_EPOCHS, c.USE_NMS) == (2, 4, 5000, 50, False)
+    assert cfg.TEST.DETECTIONS_PER_IMG == 500
+    sizes = (tuple(cfg.INPUT.MIN_SIZE_RANGE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TEST)
+    assert sizes == ((480, 960), 1400, 1400)
+    assert (tuple(cfg.SOLVER.STEPS), cfg.SOLVER.MAX_ITER) == ((40 * 938,), 50 * 938)
+    dense = build_dense_head(cfg, 32)
+    assert dense.postprocessor.detections_per_img == 500 and dense.head.cls_logits.out_channels == 1
+    optimizer = make_optimizer(cfg, dense)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
+    assert {(g["lr"], g["weight_decay"]) for g in optimizer.param_groups} == {(4e-5, 1e-4)}  # every parameter
+
+
+def test_toy_config_keeps_the_atss_toy_schedule_and_backbone():
+    toy, atss = _cfg_from("configs/quickstart/o2f_toy.yaml"), _cfg_from("configs/quickstart/atss_toy.yaml")
+    assert toy.SOLVER == atss.SOLVER and toy.INPUT == atss.INPUT
+    assert toy.MODEL.BACKBONE == atss.MODEL.BACKBONE and toy.MODEL.RESNETS == atss.MODEL.RESNETS
+    assert toy.DATASETS == atss.DATASETS and not toy.MODEL.O2F.USE_NMS
