@@ -2,6 +2,8 @@
 synthetic checkpoints with the key names and shapes of its §1.3-1.5 tables, strict loading,
 key counts, round trips, and head outputs equal to an independent forward of the mmdet head."""
 import math
+import os
+import runpy
 
 import pytest
 import torch
@@ -28,6 +30,7 @@ for _old, _new in (("num_classes=80", "num_classes=1"), ("o2f_topk=7", "o2f_topk
                    ("nms_pre=1000", "nms_pre=5000"), ("max_per_img=100", "max_per_img=500")):
     CROWDHUMAN = CROWDHUMAN.replace(_old, _new)
 STRIDES = (8, 16, 32, 64, 128)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def mmdet_o2f_head(g, num_classes=80, channels=256, obj_channels=64):
@@ -202,3 +205,20 @@ def test_converted_head_computes_the_mmdet_head_outputs(r50):
         torch.testing.assert_close(objectness[level], obj_ref, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(reg[level] * STRIDES[level], box_ref, rtol=1e-10, atol=1e-12)
         assert (box_ref == 0).any() and (box_ref > 0).any()  # both sides of the clamp are exercised
+
+
+# ----------------------------------------------------------------------------- tools/convert_checkpoint.py
+def test_the_shared_tool_converts_an_o2f_checkpoint(r50, tmp_path, capsys):
+    sd_mm, meta, (sd, overrides, _) = r50
+    tool = runpy.run_path(os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    source, target = tmp_path / "o2f_r50_1x_mmdet.pth", tmp_path / "o2f_r50_1x.pth"
+    torch.save({"meta": meta, "state_dict": sd_mm, "optimizer": {}}, source)
+    tool["main"]([str(source), str(target)])
+    printed = capsys.readouterr().out
+    assert "O2F detector: 389 keys -> 336" in printed and "MODEL.O2F.TOPK 7" in printed
+    written = torch.load(target, weights_only=True)
+    assert written["meta"]["head"] == "O2F" and written["meta"]["cfg_overrides"] == overrides
+    assert list(written["model"]) == list(sd)
+    model = build_detection_model(_cfg_of(written["meta"]["cfg_overrides"]))
+    result = model.load_state_dict(written["model"], strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
