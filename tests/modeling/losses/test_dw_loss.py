@@ -174,3 +174,13 @@ def test_two_ranks_averaged_equal_one_process_with_the_whole_batch(two_ranks):
     for key in ("loss_cls_pos", "loss_loc"):
         averaged = (per_rank[0][key] + per_rank[1][key]) / 2  # what DDP's gradient mean amounts to
         assert averaged.item() == pytest.approx(whole[key].item(), rel=1e-12)
+
+
+def test_zero_area_predicted_boxes_give_finite_losses_and_gradients():
+    preds, assignments, cells, _ = _batch(5, [2, 1])
+    zero = DensePredictions(preds.cls_logits, torch.zeros_like(preds.bbox_reg).requires_grad_(), preds.centerness)
+    losses = dw_loss(zero, assignments, cells, LTRBCoder())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_loc"] > 0
+    # a point box inside its gt sits at a stationary point of GIoU (as in mmdet): zero, not NaN
+    assert torch.isfinite(zero.bbox_reg.grad).all()
