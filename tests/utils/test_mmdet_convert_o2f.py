@@ -136,8 +136,8 @@ def test_head_values_are_copied_bitwise(r50):
     }
     for ours, theirs in pairs.items():
         assert torch.equal(sd["rpn.head." + ours], sd_mm["bbox_head." + theirs]), ours
-    assert sd["rpn.head.scales.3.scale"].shape == (1,)
-    assert sd["rpn.head.scales.3.scale"].item() == sd_mm["bbox_head.scales.3.scale"].item()
+    scale = sd["rpn.head.scales.3.scale"]  # 0-d in mmcv, [1] here
+    assert scale.shape == (1,) and scale.item() == sd_mm["bbox_head.scales.3.scale"].item()
 
 
 def test_unknown_head_keys_fail(r50):
@@ -153,13 +153,12 @@ def test_round_trips(r50):
     sd_mm, meta, (sd, _, _) = r50
     back = export(sd, "O2F")
     assert set(back) == set(sd_mm)
-    for k, v in sd_mm.items():
-        if k.endswith("num_batches_tracked"):
-            assert back[k].item() == 0
-        elif k.endswith("running_var"):
-            torch.testing.assert_close(back[k], v, rtol=1e-6, atol=0)
-        else:
-            assert back[k].shape == v.shape and torch.equal(back[k], v), k
+    # Only the regenerated num_batches_tracked (0) and the eps-shifted variances may differ.
+    changed = {k for k, v in sd_mm.items() if back[k].shape != v.shape or not torch.equal(back[k], v)}
+    assert changed <= {k for k in sd_mm if k.endswith(("num_batches_tracked", "running_var"))}
+    assert all(back[k].item() == 0 for k in changed if k.endswith("num_batches_tracked"))
+    variances = [k for k in sd_mm if k.endswith("running_var")]
+    torch.testing.assert_close([back[k] for k in variances], [sd_mm[k] for k in variances], rtol=1e-6, atol=0)
     again = convert(back, meta)[0]
     assert list(again) == list(sd)
     assert all(torch.equal(again[k], sd[k]) for k in sd if not k.endswith("running_var"))

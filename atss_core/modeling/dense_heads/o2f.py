@@ -14,7 +14,6 @@ import math
 
 from torch import Tensor, nn
 
-from atss_core.config import resolve_box_offset
 from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.o2f import SCHEDULE_MODES, o2f_assign_points, soft_label_scale
 from atss_core.modeling.box_coders import LTRBCoder
@@ -183,20 +182,13 @@ def build_o2f(cfg, in_channels: int) -> O2FDenseHead:
         reg_loss_weight=c.REG_LOSS_WEIGHT,
         eps=c.IOU_LOSS_EPS,
     )
-    postprocessor = DensePostProcessor(
-        box_coder,
-        rank_score=cls_times_objectness,
-        output_score=as_is,
-        pre_nms_thresh=c.INFERENCE_TH,
-        pre_nms_top_n=c.PRE_NMS_TOP_N,
-        # NMS-free unless asked for: sort by the joint score and keep the best.
-        nms_thresh=c.NMS_TH if c.USE_NMS else None,
-        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
-        # No TTA for O2F (spec C26): always final detections.
-        apply_nms=True,
-        box_offset=resolve_box_offset(cfg),
-        threshold_rank=True,
+    # The threshold applies to the joint score, which is also what is reported. apply_nms
+    # stays True: O2F has no TTA (spec C26), its detections are always final.
+    postprocessor = DensePostProcessor.from_config(
+        cfg, c, box_coder, rank_score=cls_times_objectness, output_score=as_is, threshold_rank=True
     )
+    if not c.USE_NMS:
+        postprocessor.nms_thresh = None  # NMS-free: sort by score, keep the best
     schedule = functools.partial(
         soft_label_scale,
         t_start=c.SOFT_T_START,
