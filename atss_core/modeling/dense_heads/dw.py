@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atss_core.config import resolve_box_offset
 from atss_core.layers import DFConv2d, deform_conv
 from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.dw import dw_assign
@@ -189,17 +188,14 @@ def build_dw(cfg, in_channels: int) -> DenseHead:
         loc_weight=c.LOC_WEIGHT,
         neg_cls_weight=c.NEG_CLS_WEIGHT,
     )
-    postprocessor = DensePostProcessor(
+    postprocessor = DensePostProcessor.from_config(
+        cfg,
+        c,
         box_coder,
         rank_score=cls_times_objectness,
         output_score=as_is,
-        pre_nms_thresh=c.INFERENCE_TH,
-        pre_nms_top_n=c.PRE_NMS_TOP_N,
-        nms_thresh=c.NMS_TH,
-        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
-        # DW has no TTA (spec C26): always final detections.
+        # No TTA for DW (spec C26): always final detections.
         apply_nms=True,
-        box_offset=resolve_box_offset(cfg),
         rank_locations=False,
         threshold_rank=True,
     )

@@ -46,35 +46,44 @@ def _prior_overrides(sd) -> dict:
 
 
 def _head_overrides(sd) -> dict:
-    tower = [k for k in sd if k.startswith("cls_convs.")]
-    if not any(".gn." in k for k in tower):
+    """MODEL.DW values that the keys determine: structure, refinement, prior."""
+    cls_tower = [k for k in sd if k.startswith("cls_convs.")]
+    if not any(".gn." in k for k in cls_tower):
         raise ConversionError("DW towers without GroupNorm are not supported (every DW config uses GN)")
-    return {
-        "MODEL.DW.NUM_CLASSES": int(sd["conv_cls.weight"].shape[0]) + 1,
-        "MODEL.DW.NUM_CONVS": len({k.split(".")[1] for k in tower}),
-        "MODEL.DW.CONV_BIAS": "cls_convs.0.conv.bias" in sd,
-        "MODEL.DW.USE_DCN_IN_TOWER": any(".conv_offset." in k for k in tower),
-        "MODEL.DW.REG_REFINE": "reg_offset.weight" in sd,
-        **_prior_overrides(sd),
+    structure = {
+        "NUM_CLASSES": int(sd["conv_cls.weight"].shape[0]) + 1,
+        "NUM_CONVS": len({k.split(".")[1] for k in cls_tower}),
+        "CONV_BIAS": "cls_convs.0.conv.bias" in sd,
+        "USE_DCN_IN_TOWER": any(".conv_offset." in k for k in cls_tower),
+        "REG_REFINE": "reg_offset.weight" in sd,
     }
+    return {**{f"MODEL.DW.{k}": v for k, v in structure.items()}, **_prior_overrides(sd)}
+
+
+def _rename(sd, to_ours: bool):
+    """Towers, predictors and scales in one direction; any other key raises."""
+    if to_ours:
+        names = PREDICTORS
+        towers, scale, prefix = tower_to_ours, scale_to_ours, "bbox_head."
+    else:
+        names = {v: k for k, v in PREDICTORS.items()}
+        towers, scale, prefix = tower_to_mmdet, scale_to_mmdet, "rpn.head."
+    out, rest = towers(sd, TOWERS)
+    mapped, unknown = map_predictors(sd, rest, names, scale)
+    if unknown:
+        raise ConversionError(f"DW head keys without a counterpart: {[prefix + k for k in unknown]}")
+    out.update(mapped)
+    return out
 
 
 def to_ours(sd, config_text=""):
     overrides = _head_overrides(sd)
-    out, rest = tower_to_ours(sd, TOWERS)
-    mapped, unknown = map_predictors(sd, [k for k in rest if k not in PRIOR_KEYS], PREDICTORS, scale_to_ours)
-    if unknown:
-        raise ConversionError(f"DW head keys without a counterpart: {['bbox_head.' + k for k in unknown]}")
-    out.update(mapped)
-    return out, overrides, list(PRIOR_KEYS)
+    return _rename({k: v for k, v in sd.items() if k not in PRIOR_KEYS}, to_ours=True), overrides, list(PRIOR_KEYS)
 
 
 def to_mmdet(sd):
-    out, rest = tower_to_mmdet(sd, TOWERS)
-    mapped, unknown = map_predictors(sd, rest, {v: k for k, v in PREDICTORS.items()}, scale_to_mmdet)
-    if unknown:
-        raise ConversionError(f"cannot export to an mmdet DW head: {['rpn.head.' + k for k in unknown]}")
-    out.update(mapped)
+    """Ours -> mmdet, with the centre prior regenerated as DW's constants."""
+    out = _rename(sd, to_ours=False)
     num_classes = sd["cls_logits.weight"].shape[0]
     out["center_prior.mean"] = torch.full((num_classes, 2), PRIOR_MEAN)
     out["center_prior.sigma"] = torch.full((num_classes, 2), PRIOR_SIGMA)
