@@ -258,31 +258,36 @@ def test_batch_of_zero_gt_images_keeps_the_graph(feature_batch, boxes_target):
     assert dense.head.bbox_pred.weight.grad.abs().sum() == 0 and dense.head.reg_offset.weight.grad.abs().sum() == 0
 
 
-def test_bfloat16_autocast_gives_finite_float32_losses(feature_batch, boxes_target):
+def test_bfloat16_autocast_keeps_boxes_and_losses_in_float32(feature_batch, boxes_target):
     dense = _small()
     images, feats = feature_batch()
-    targets = [boxes_target([[10, 8, 50, 40], [60, 20, 90, 60]], [2, 5]), boxes_target([[5, 5, 30, 30]], [1])]
+    targets = [boxes_target([[12, 6, 44, 50], [58, 18, 92, 62]], [3, 5]), boxes_target([[4, 6, 28, 34]], [1])]
+    reference = dense.train()(images, feats, targets)[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = dense.train()(images, feats, targets)[1]
+        distances = dense.head(feats)[1]
+        losses = dense(images, feats, targets)[1]
         detections = dense.eval()(images, feats)[0]
-    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    assert all(d.dtype == torch.float32 for d in distances)
+    for key, value in losses.items():
+        assert value.dtype == torch.float32 and value.item() == pytest.approx(reference[key].item(), rel=0.1), key
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in dense.parameters())
-    assert all(d.bbox.dtype == torch.float32 and torch.isfinite(d.bbox).all() for d in detections)
+    assert all(torch.isfinite(d.bbox).all() and d.get_field("scores").dtype == torch.float32 for d in detections)
 
 
-def test_eval_detections(feature_batch):
+def test_eval_detections_report_the_joint_score(feature_batch):
     dense = _small(INFERENCE_TH=0.0).eval()
     images, feats = feature_batch()
     with torch.no_grad():
         detections, losses = dense(images, feats)
+        cls, _, obj = dense.head(feats)
     assert losses == {} and len(detections) == 2
-    for det, (h, w) in zip(detections, images.image_sizes):
-        assert det.size == (w, h) and 0 < len(det) <= 100 and set(det.fields()) == {"scores", "labels"}
-        labels = det.get_field("labels")
-        assert labels.min() >= 1 and labels.max() <= 5
-        assert (det.bbox[:, 0::2] >= 0).all() and (det.bbox[:, 0::2] <= w).all()
-        assert (det.bbox[:, 1::2] >= 0).all() and (det.bbox[:, 1::2] <= h).all()
+    for i, (det, (h, w)) in enumerate(zip(detections, images.image_sizes)):
+        joint = torch.cat([(c[i].sigmoid() * o[i].sigmoid()).flatten() for c, o in zip(cls, obj)])
+        # NMS always keeps the best (point, class) pair, and its score is cls x objectness itself
+        assert det.get_field("scores").max().item() == pytest.approx(joint.max().item(), rel=1e-6)
+        assert det.size == (w, h) and 0 < len(det) <= 100 and det.get_field("labels").max() <= 5
+        assert (det.bbox >= 0).all() and (det.bbox[:, 0::2] <= w).all() and (det.bbox[:, 1::2] <= h).all()
 
 
 def test_bad_keys_fail_with_the_key_name():
