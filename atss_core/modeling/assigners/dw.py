@@ -14,15 +14,14 @@ numerator and the normaliser) and the negative probability P_neg (IoU-based).
 The loss recomputes, with gradient, only the joint score s and the GIoU loss L
 of the inside pairs.
 """
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .atss import box_centres, ltrb_to_boxes
+from atss_core.modeling.losses.giou import iou_and_giou
 
-# mmdet GIoULoss / bbox_overlaps default: floors the union and the enclosing area.
-GIOU_EPS = 1e-6
+from .atss import box_centres, ltrb_to_boxes
 
 
 class DWAssignment(NamedTuple):
@@ -40,22 +39,6 @@ class DWAssignment(NamedTuple):
     pos_gts: Tensor
     pos_weights: Tensor
     neg_prob: Tensor
-
-
-def iou_and_giou(boxes1: Tensor, boxes2: Tensor, eps: float = GIOU_EPS) -> Tuple[Tensor, Tensor]:
-    """IoU and GIoU of xyxy boxes (..., 4) and (..., 4), broadcast -> two (...) tensors.
-
-    mmdet ``bbox_overlaps`` (aligned): union and enclosing area floored at eps,
-    no clamping of inverted boxes. Pairwise: pass (A, 1, 4) and (1, G, 4).
-    """
-    lt1, rb1, lt2, rb2 = boxes1[..., :2], boxes1[..., 2:], boxes2[..., :2], boxes2[..., 2:]
-    area1 = (rb1 - lt1).prod(dim=-1)
-    area2 = (rb2 - lt2).prod(dim=-1)
-    overlap = (torch.minimum(rb1, rb2) - torch.maximum(lt1, lt2)).clamp(min=0).prod(dim=-1)
-    union = (area1 + area2 - overlap).clamp(min=eps)
-    iou = overlap / union
-    enclose_area = (torch.maximum(rb1, rb2) - torch.minimum(lt1, lt2)).clamp(min=0).prod(dim=-1).clamp(min=eps)
-    return iou, iou - (enclose_area - union) / enclose_area
 
 
 def points_inside(points: Tensor, gt_boxes: Tensor) -> Tensor:

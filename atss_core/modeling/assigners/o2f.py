@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from atss_core.modeling.losses.dsla import aligned_iou
+from atss_core.modeling.losses.giou import iou_and_giou
 
 from .atss import box_centres, ltrb_to_boxes
 from .fcos import centre_regions
@@ -167,10 +167,7 @@ def o2f_assign(
 
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
     """IoU matrix (A, 4), (G, 4) xyxy -> (A, G): continuous areas, union >= eps (mmdet ``bbox_overlaps``)."""
-    a, g = len(boxes1), len(boxes2)
-    pairs1 = boxes1[:, None].expand(a, g, 4).reshape(-1, 4)
-    pairs2 = boxes2[None].expand(a, g, 4).reshape(-1, 4)
-    return aligned_iou(pairs1, pairs2, eps).view(a, g)
+    return iou_and_giou(boxes1[:, None], boxes2[None], eps)[0]
 
 
 @torch.no_grad()

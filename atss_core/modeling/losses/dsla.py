@@ -17,7 +17,7 @@ from atss_core.modeling.box_coders import LTRBCoder
 from atss_core.modeling.utils import DensePredictions
 from atss_core.utils.comm import reduce_mean
 
-from .giou import giou_loss
+from .giou import giou_loss, iou_and_giou
 from .qfl import quality_focal_loss
 
 BOX_LOSS_TYPES = ("iou", "giou")
@@ -25,12 +25,7 @@ BOX_LOSS_TYPES = ("iou", "giou")
 
 def aligned_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
     """IoU of row-aligned pairs (M, 4), (M, 4) xyxy -> (M,); continuous areas, union >= eps."""
-    lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(dim=1)
-    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(dim=1)
-    return inter / (area1 + area2 - inter).clamp(min=eps)
+    return iou_and_giou(boxes1, boxes2, eps)[0]
 
 
 def box_loss(pred_boxes: Tensor, target_boxes: Tensor, loss_type: str = "iou", eps: float = 1e-6) -> Tensor:

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from atss_core.modeling.assigners.dw import DWAssignment, iou_and_giou
+from atss_core.modeling.assigners.dw import DWAssignment
 from atss_core.modeling.box_coders import LTRBCoder
 from atss_core.modeling.utils import DensePredictions
 from atss_core.utils.comm import reduce_mean
+
+from .giou import iou_and_giou
 
 
 def joint_scores(predictions: DensePredictions) -> Tensor:

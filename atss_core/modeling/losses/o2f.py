@@ -17,6 +17,7 @@ from atss_core.modeling.utils import DensePredictions
 from atss_core.utils.comm import reduce_mean
 
 from .atss import centerness_targets
+from .giou import iou_and_giou
 
 
 def joint_probability(cls_logits: Tensor, objectness_logits: Tensor) -> Tensor:
@@ -27,13 +28,9 @@ def joint_probability(cls_logits: Tensor, objectness_logits: Tensor) -> Tensor:
 
 def clamped_giou_loss(pred_boxes: Tensor, target_boxes: Tensor, eps: float = 1e-6) -> Tensor:
     """1 - GIoU of aligned xyxy boxes (M, 4), (M, 4) -> (M,), as mmdet's ``giou_loss``: union
-    and enclosing area clamped to >= eps rather than increased by eps (``giou.py``), so equal
-    boxes cost exactly 0. Continuous areas; the boxes have non-negative sides."""
-    p1, p2, t1, t2 = pred_boxes[:, :2], pred_boxes[:, 2:], target_boxes[:, :2], target_boxes[:, 2:]
-    overlap = (torch.minimum(p2, t2) - torch.maximum(p1, t1)).clamp(min=0).prod(dim=1)
-    union = ((p2 - p1).prod(dim=1) + (t2 - t1).prod(dim=1) - overlap).clamp(min=eps)
-    enclosing = (torch.maximum(p2, t2) - torch.minimum(p1, t1)).clamp(min=0).prod(dim=1).clamp(min=eps)
-    return 1 - overlap / union + (enclosing - union) / enclosing
+    and enclosing area clamped to >= eps rather than increased by eps (``giou_loss`` of the
+    ATSS family), so equal boxes cost exactly 0. Continuous areas."""
+    return 1 - iou_and_giou(pred_boxes, target_boxes, eps)[1]
 
 
 def soft_focal_loss(

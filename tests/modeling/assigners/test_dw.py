@@ -9,12 +9,12 @@ from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.dw import (
     center_prior,
     dw_assign,
-    iou_and_giou,
     negative_bag_weights,
     negative_probability,
     points_inside,
     positive_weights,
 )
+from atss_core.modeling.losses.giou import iou_and_giou
 
 F64 = torch.float64
 

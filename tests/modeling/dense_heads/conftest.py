@@ -15,6 +15,10 @@ HEAD_CONFIGS = {
     "FCOS_ON": ("configs/fcos/fcos_R_50_FPN_1x.yaml", "FCOS"),
     "FCOS_ON imprv": ("configs/fcos/fcos_imprv_R_50_FPN_1x.yaml", "FCOS"),
     "RETINANET_ON": ("configs/retinanet/retinanet_R-50-FPN_1x.yaml", "RETINANET"),
+    "DSLA_ON": ("configs/dsla/dsla_R_50_FPN_1x.yaml", "DSLA"),
+    "DW_ON": ("configs/dw/dw_R_50_FPN_1x.yaml", "DW"),
+    "DW_ON worefine": ("configs/dw/dw_R_50_FPN_worefine_1x.yaml", "DW"),
+    "O2F_ON": ("configs/o2f/o2f_R_50_FPN_1x.yaml", "O2F"),
 }
 
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from atss_core.config import cfg as _cfg
 from atss_core.layers.misc import DFConv2d
-from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.dense_heads import DENSE_HEADS, build_dense_head
 from atss_core.modeling.dense_heads.dw import refine_distances
 from atss_core.structures.image_list import ImageList

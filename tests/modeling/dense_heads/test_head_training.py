@@ -1,13 +1,18 @@
-"""Train and eval flows shared by the Dynamic ATSS, FCOS and RetinaNet heads: one-gt and
-zero-gt images (C16, spec C23), low precision (spec C18), detections."""
+"""Train and eval flows shared by the heads built on ``DenseHead``: one-gt and zero-gt images
+(C16, spec C23), low precision (spec C18), detections. ATSS has its own, stricter tests."""
 import pytest
 import torch
 
+# Head -> (loss keys, the box-regression key, the key that stays > 0 without gts).
 HEADS = {
-    "DYNAMIC_ATSS_ON": {"loss_cls", "loss_reg", "loss_IoU"},
-    "FCOS_ON": {"loss_cls", "loss_reg", "loss_centerness"},
-    "FCOS_ON imprv": {"loss_cls", "loss_reg", "loss_centerness"},
-    "RETINANET_ON": {"loss_retina_cls", "loss_retina_reg"},
+    "DYNAMIC_ATSS_ON": ({"loss_cls", "loss_reg", "loss_IoU"}, "loss_reg", "loss_cls"),
+    "FCOS_ON": ({"loss_cls", "loss_reg", "loss_centerness"}, "loss_reg", "loss_cls"),
+    "FCOS_ON imprv": ({"loss_cls", "loss_reg", "loss_centerness"}, "loss_reg", "loss_cls"),
+    "RETINANET_ON": ({"loss_retina_cls", "loss_retina_reg"}, "loss_retina_reg", "loss_retina_cls"),
+    "DSLA_ON": ({"loss_cls", "loss_bbox"}, "loss_bbox", "loss_cls"),
+    "DW_ON": ({"loss_cls_pos", "loss_loc", "loss_cls_neg"}, "loss_loc", "loss_cls_neg"),
+    "DW_ON worefine": ({"loss_cls_pos", "loss_loc", "loss_cls_neg"}, "loss_loc", "loss_cls_neg"),
+    "O2F_ON": ({"loss_cls", "loss_bbox"}, "loss_bbox", "loss_cls"),
 }
 
 
@@ -16,9 +21,9 @@ def test_one_gt_image_next_to_a_zero_gt_image(name, small_head, feature_batch, b
     head = small_head(name).train()
     images, feats = feature_batch()
     detections, losses = head(images, feats, [boxes_target([[10, 8, 50, 40]], [2]), boxes_target([], [])])
-    assert detections is None and set(losses) == HEADS[name]
+    keys, reg_key, _ = HEADS[name]
+    assert detections is None and set(losses) == keys
     assert all(torch.isfinite(v) and v.dtype == torch.float32 and v.dim() == 0 for v in losses.values())
-    reg_key = [k for k in losses if k.endswith("_reg")][0]
     assert losses[reg_key].item() > 0  # the gt did get positives
     sum(losses.values()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
@@ -28,7 +33,7 @@ def test_one_gt_image_next_to_a_zero_gt_image(name, small_head, feature_batch, b
 def test_batch_of_zero_gt_images_keeps_the_graph(name, small_head, feature_batch, boxes_target):
     head = small_head(name).train()
     losses = head(*feature_batch(), [boxes_target([], []), boxes_target([], [])])[1]
-    cls_key = [k for k in losses if k.endswith("_cls")][0]
+    cls_key = HEADS[name][2]
     assert torch.isfinite(losses[cls_key]) and losses[cls_key].item() > 0
     assert all(v.item() == 0 for k, v in losses.items() if k != cls_key)
     sum(losses.values()).backward()
@@ -59,5 +64,7 @@ def test_eval_detections(name, small_head, feature_batch):
         assert det.size == (w, h) and 0 < len(det) <= 100 and set(det.fields()) == {"scores", "labels"}
         labels = det.get_field("labels")
         assert labels.dtype == torch.int64 and labels.min() >= 1 and labels.max() <= 5
-        assert (det.bbox[:, 0::2] >= 0).all() and (det.bbox[:, 0::2] <= w - 1).all()
-        assert (det.bbox[:, 1::2] >= 0).all() and (det.bbox[:, 1::2] <= h - 1).all()
+        # Clipped to the last pixel (+1 convention) or to the image border (mmdet heads).
+        right, bottom = w - det.box_offset, h - det.box_offset
+        assert (det.bbox[:, 0::2] >= 0).all() and (det.bbox[:, 0::2] <= right).all()
+        assert (det.bbox[:, 1::2] >= 0).all() and (det.bbox[:, 1::2] <= bottom).all()
