@@ -64,8 +64,11 @@ def main(argv=None):
         sd, overrides, report = convert(state_dict, meta, style=args.style, bn_eps=args.bn_eps)
     except ConversionError as e:
         raise SystemExit(f"error: {args.input}: {e}") from e
+    counters = sum(k.endswith("num_batches_tracked") for k in report.dropped)
+    others = sorted({k.rsplit(".", 1)[0] for k in report.dropped if not k.endswith("num_batches_tracked")})
+    what = f"{counters} BN counters" + "".join(f", {m}.*" for m in others)
     print(f"{report.head} detector: {report.num_source_keys} keys -> {report.num_converted_keys} "
-          f"({len(report.dropped)} dropped: BN counters)", flush=True)
+          f"({len(report.dropped)} dropped: {what})", flush=True)
     for note in report.notes:
         print(f"note: {note}")
     out_meta = {"source": "mmdet", "head": report.head, "cfg_overrides": overrides}
