@@ -320,7 +320,7 @@ def test_shipped_configs(name):
     epoch = 7330  # 117,266 images / 16 (dw.md §9.2)
     epochs, steps = (12, (8, 11)) if schedule == 1 else (24, (16, 22))
     assert s.MAX_ITER == epochs * epoch and tuple(s.STEPS) == tuple(e * epoch for e in steps)
-    assert c.TEST.IMS_PER_BATCH == 1 and c.TEST.DETECTIONS_PER_IMG == 100
+    assert c.TEST.IMS_PER_BATCH == 8 and c.TEST.DETECTIONS_PER_IMG == 100  # 1 per process on 8 GPUs
     assert (c.MODEL.DW.INFERENCE_TH, c.MODEL.DW.NMS_TH, c.MODEL.DW.PRE_NMS_TOP_N) == (0.05, 0.6, 1000)
 
 
