@@ -37,6 +37,12 @@ class DensePredictions(NamedTuple):
         return DensePredictions(*(None if t is None else t[:, start:end] for t in self))
 
 
+def joint_scores(predictions: DensePredictions) -> Tensor:
+    """sigmoid(cls) x sigmoid(objectness), the score of the heads whose 1-channel branch is an
+    objectness (DW, O2F): (N, R, C), or (R, C) for one image's rows."""
+    return predictions.cls_logits.sigmoid() * predictions.centerness.sigmoid()[..., None]
+
+
 def permute_and_flatten(layer: Tensor, num_anchors: int) -> Tensor:
     """(N, A*K, H, W) with anchor-major channels (a*K + k) -> (N, H*W*A, K)."""
     n, ak, h, w = layer.shape

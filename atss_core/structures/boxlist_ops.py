@@ -1,5 +1,8 @@
 """Operations on ``BoxList``s and plain box tensors (xyxy)."""
+from typing import Tuple
+
 import torch
+from torch import Tensor
 
 from .bounding_box import BoxList
 
@@ -18,6 +21,27 @@ def box_iou(boxes1, boxes2, box_offset=1):
     wh = (rb - lt + o).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+# mmdetection ``bbox_overlaps`` / ``GIoULoss`` default.
+MMDET_EPS = 1e-6
+
+
+def iou_and_giou(boxes1: Tensor, boxes2: Tensor, eps: float = MMDET_EPS) -> Tuple[Tensor, Tensor]:
+    """IoU and GIoU of xyxy boxes (..., 4) and (..., 4), broadcast -> two (...) tensors.
+
+    mmdetection 2.x ``bbox_overlaps`` (aligned) as the DSLA, DW and O2F heads use it:
+    continuous areas, union and enclosing area floored at eps (equal boxes give
+    exactly 1), no clamping of inverted boxes. Pairwise: pass (A, 1, 4) and (1, G, 4).
+    """
+    lt1, rb1, lt2, rb2 = boxes1[..., :2], boxes1[..., 2:], boxes2[..., :2], boxes2[..., 2:]
+    area1 = (rb1 - lt1).prod(dim=-1)
+    area2 = (rb2 - lt2).prod(dim=-1)
+    overlap = (torch.minimum(rb1, rb2) - torch.maximum(lt1, lt2)).clamp(min=0).prod(dim=-1)
+    union = (area1 + area2 - overlap).clamp(min=eps)
+    iou = overlap / union
+    enclose_area = (torch.maximum(rb1, rb2) - torch.minimum(lt1, lt2)).clamp(min=0).prod(dim=-1).clamp(min=eps)
+    return iou, iou - (enclose_area - union) / enclose_area
 
 
 def boxlist_iou(boxlist1, boxlist2):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from atss_core.modeling.losses.giou import iou_and_giou
+from atss_core.structures.boxlist_ops import iou_and_giou
 
 from .atss import box_centres, ltrb_to_boxes
 

@@ -20,7 +20,8 @@ from atss_core.layers import DFConv2d, deform_conv
 from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.dw import dw_assign
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.losses.dw import dw_loss, joint_scores
+from atss_core.modeling.losses.dw import dw_loss
+from atss_core.modeling.utils import joint_scores
 
 from . import DENSE_HEADS
 from .dense_head import DenseHead, TargetAssigner

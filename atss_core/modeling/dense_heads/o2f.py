@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.o2f import SCHEDULE_MODES, o2f_assign_points, soft_label_scale
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.losses.o2f import joint_probability, o2f_loss
-from atss_core.modeling.utils import DensePredictions
+from atss_core.modeling.losses.o2f import o2f_loss
+from atss_core.modeling.utils import DensePredictions, joint_scores
 
 from . import DENSE_HEADS
 from .dense_head import DenseHead, TargetAssigner
@@ -116,7 +116,7 @@ class O2FDenseHead(DenseHead):
 def _prediction_inputs(box_coder: LTRBCoder, cells: Tensor, predictions: DensePredictions) -> dict:
     """One image's detached rows -> the joint probability (R, C) and decoded boxes (R, 4)."""
     return {
-        "joint_prob": joint_probability(predictions.cls_logits, predictions.centerness),
+        "joint_prob": joint_scores(predictions),
         "pred_boxes": box_coder.decode(predictions.bbox_reg, cells),
     }
 

@@ -15,9 +15,10 @@ from torch import Tensor
 from atss_core.modeling.assigners.dsla import SmoothAssignment
 from atss_core.modeling.box_coders import LTRBCoder
 from atss_core.modeling.utils import DensePredictions
+from atss_core.structures.boxlist_ops import iou_and_giou
 from atss_core.utils.comm import reduce_mean
 
-from .giou import giou_loss, iou_and_giou
+from .giou import giou_loss
 from .qfl import quality_focal_loss
 
 BOX_LOSS_TYPES = ("iou", "giou")

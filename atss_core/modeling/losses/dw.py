@@ -15,15 +15,10 @@ from torch import Tensor
 
 from atss_core.modeling.assigners.dw import DWAssignment
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.utils import DensePredictions
+from atss_core.modeling.utils import DensePredictions, joint_scores
+from atss_core.structures.boxlist_ops import iou_and_giou
 from atss_core.utils.comm import reduce_mean
 
-from .giou import iou_and_giou
-
-
-def joint_scores(predictions: DensePredictions) -> Tensor:
-    """s = sigmoid(cls) * sigmoid(objectness): (N, R, C) or, for one image's rows, (R, C)."""
-    return predictions.cls_logits.sigmoid() * predictions.centerness.sigmoid()[..., None]
 
 
 def dw_loss_terms(

@@ -1,38 +1,12 @@
-"""IoU and GIoU of decoded boxes, in the two conventions the heads need.
+"""Generalized IoU loss on decoded boxes (sfzhang15/ATSS ``ATSSLossComputation.GIoULoss``).
 
-- :func:`giou_loss`: sfzhang15/ATSS ``ATSSLossComputation.GIoULoss`` (eps added
-  to union and enclosing area; continuous areas, unlike the rest of the ATSS
-  family, atss_heads §6).
-- :func:`iou_and_giou`: mmdetection 2.x ``bbox_overlaps`` / ``giou_loss`` (union
-  and enclosing area floored at eps, so equal boxes give exactly 1), used by the
-  mmdet-family heads (DSLA, DW, O2F).
+Continuous areas (no +1), unlike the rest of the ATSS family (atss_heads §6);
+eps is added to union and enclosing area. The mmdetection-family heads use
+:func:`atss_core.structures.boxlist_ops.iou_and_giou` instead (eps as a floor).
 """
-from typing import Tuple
-
-import torch
 from torch import Tensor
 
 GIOU_EPS = 1e-7
-# mmdet ``bbox_overlaps`` / ``GIoULoss`` default.
-MMDET_EPS = 1e-6
-
-
-def iou_and_giou(boxes1: Tensor, boxes2: Tensor, eps: float = MMDET_EPS) -> Tuple[Tensor, Tensor]:
-    """IoU and GIoU of xyxy boxes (..., 4) and (..., 4), broadcast -> two (...) tensors.
-
-    mmdet ``bbox_overlaps`` (aligned): union and enclosing area floored at eps,
-    no clamping of inverted boxes. Pairwise: pass (A, 1, 4) and (1, G, 4).
-    """
-    lt1, rb1, lt2, rb2 = boxes1[..., :2], boxes1[..., 2:], boxes2[..., :2], boxes2[..., 2:]
-    area1 = (rb1 - lt1).prod(dim=-1)
-    area2 = (rb2 - lt2).prod(dim=-1)
-    overlap = (torch.minimum(rb1, rb2) - torch.maximum(lt1, lt2)).clamp(min=0).prod(dim=-1)
-    union = (area1 + area2 - overlap).clamp(min=eps)
-    iou = overlap / union
-    enclose_area = (torch.maximum(rb1, rb2) - torch.minimum(lt1, lt2)).clamp(min=0).prod(dim=-1).clamp(min=eps)
-    return iou, iou - (enclose_area - union) / enclose_area
-
-
 def giou_loss(pred_boxes: Tensor, target_boxes: Tensor, eps: float = GIOU_EPS) -> Tensor:
     """Per-box ``1 - GIoU``: pred_boxes, target_boxes (M, 4) xyxy -> (M,).
 

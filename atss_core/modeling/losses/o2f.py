@@ -13,17 +13,11 @@ from torch import Tensor
 
 from atss_core.modeling.assigners.o2f import O2FAssignment
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.utils import DensePredictions
+from atss_core.modeling.utils import DensePredictions, joint_scores
+from atss_core.structures.boxlist_ops import iou_and_giou
 from atss_core.utils.comm import reduce_mean
 
 from .atss import centerness_targets
-from .giou import iou_and_giou
-
-
-def joint_probability(cls_logits: Tensor, objectness_logits: Tensor) -> Tensor:
-    """sigmoid(cls) (..., C) x sigmoid(obj) (...,) -> (..., C): O2F's score for training,
-    matching and testing."""
-    return cls_logits.sigmoid() * objectness_logits.sigmoid()[..., None]
 
 
 def clamped_giou_loss(pred_boxes: Tensor, target_boxes: Tensor, eps: float = 1e-6) -> Tensor:
@@ -93,7 +87,7 @@ def o2f_loss(
 
     cls_norm = reduce_mean(assigned.sum()).clamp(min=1.0)
     box_norm = reduce_mean(centerness.sum()).clamp(min=eps)
-    prob = joint_probability(predictions.cls_logits, predictions.centerness).reshape(n * r, c)
+    prob = joint_scores(predictions).reshape(n * r, c)
     loss_cls = soft_focal_loss(
         prob, labels.reshape(-1), soft_labels.reshape(-1), soft_weights.reshape(-1), neg_weight, gamma
     ).sum()

@@ -14,7 +14,7 @@ from atss_core.modeling.assigners.dw import (
     points_inside,
     positive_weights,
 )
-from atss_core.modeling.losses.giou import iou_and_giou
+from atss_core.structures.boxlist_ops import iou_and_giou
 
 F64 = torch.float64
 

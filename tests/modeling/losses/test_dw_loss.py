@@ -9,8 +9,8 @@ import torchvision
 from atss_core.modeling.anchors import PointGenerator
 from atss_core.modeling.assigners.dw import dw_assign, negative_bag_weights, negative_probability, positive_weights
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.losses.dw import dw_loss, dw_loss_terms, joint_scores
-from atss_core.modeling.utils import DensePredictions
+from atss_core.modeling.losses.dw import dw_loss, dw_loss_terms
+from atss_core.modeling.utils import DensePredictions, joint_scores
 
 F64 = torch.float64
 

@@ -8,8 +8,8 @@ import torchvision
 
 from atss_core.modeling.assigners.o2f import O2FAssignment
 from atss_core.modeling.box_coders import LTRBCoder
-from atss_core.modeling.losses.o2f import clamped_giou_loss, joint_probability, o2f_loss, soft_focal_loss
-from atss_core.modeling.utils import DensePredictions
+from atss_core.modeling.losses.o2f import clamped_giou_loss, o2f_loss, soft_focal_loss
+from atss_core.modeling.utils import DensePredictions, joint_scores
 
 CODER = LTRBCoder(in_strides=True)
 # sigmoid(40) is 1.0 in float64: the joint probability is then the class probability itself.
@@ -81,7 +81,7 @@ def _c7_inputs():
 
 def test_classification_loss_is_normalised_by_the_assigned_points():
     predictions, assignments, cells = _c7_inputs()
-    assert joint_probability(predictions.cls_logits, predictions.centerness).tolist()[0][1] == pytest.approx([0.4, 0.2])
+    assert joint_scores(predictions).tolist()[0][1] == pytest.approx([0.4, 0.2])
     losses = o2f_loss(predictions, assignments, cells, CODER)
     assert losses["loss_cls"].item() == pytest.approx(0.397734, abs=1e-6)
     # Gradient reaches the objectness branch through the joint probability only.
@@ -170,7 +170,7 @@ def test_a_rank_without_points_still_joins_both_reductions(two_ranks):
     assert fake.calls == 2 and losses["loss_bbox"].item() == 0
     # With no assigned point anywhere the floors apply: max(mean count, 1) for cls.
     alone = soft_focal_loss(
-        joint_probability(predictions.cls_logits, predictions.centerness).reshape(3, 2),
+        joint_scores(predictions).reshape(3, 2),
         empty.labels, empty.soft_labels, empty.soft_weights,
     ).sum()
     assert losses["loss_cls"].item() == pytest.approx(alone.item(), rel=1e-12)
