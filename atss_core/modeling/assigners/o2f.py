@@ -142,17 +142,19 @@ def o2f_assign(
     assigned = best_q > 0
 
     # Main positive of each gt: its assigned point of highest quality, lowest index on ties.
+    # The per-gt reductions scatter every row, unassigned ones with a neutral value
+    # (qualities and probabilities are >= 0), so no boolean selection syncs with the device.
     points = torch.arange(num_points, device=prob.device)
-    gt_best = best_q.new_zeros(num_gts).scatter_reduce(0, gt_of[assigned], best_q[assigned], "amax")
+    gt_best = best_q.new_zeros(num_gts).scatter_reduce(0, gt_of, best_q, "amax")
     is_best = assigned & (best_q == gt_best[gt_of])
     first = torch.full((num_gts,), num_points, device=prob.device)
-    first = first.scatter_reduce(0, gt_of[is_best], points[is_best], "amin")
-    main = torch.zeros_like(assigned)
-    main[first[first < num_points]] = True
+    first = first.scatter_reduce(0, gt_of, torch.where(is_best, points, num_points), "amin")
+    main = is_best & (points == first[gt_of])
     soft = assigned & ~main
 
     point_prob = prob.gather(1, gt_of[:, None]).squeeze(1)  # (A,) at the assigned gt
-    soft_max = point_prob.new_zeros(num_gts).scatter_reduce(0, gt_of[soft], point_prob[soft], "amax")
+    soft_prob = torch.where(soft, point_prob, torch.zeros_like(point_prob))
+    soft_max = point_prob.new_zeros(num_gts).scatter_reduce(0, gt_of, soft_prob, "amax")
     # T * (p / P_g), not (T * p) / P_g: the best soft anchor gets exactly T.
     soft_labels = soft_t * (point_prob / soft_max.clamp(min=_MIN_SOFT_PROB)[gt_of])
     zeros = torch.zeros_like(point_prob)
@@ -202,7 +204,7 @@ def o2f_assign_points(
     iou = pairwise_iou(pred_boxes[rows], gt_boxes)
     matched = o2f_assign(prob, iou, inside[rows], gt_labels, topk, soft_t, alpha, main_weight, soft_weight)
     result = OneToFew(*(whole.index_copy(0, rows, part) for whole, part in zip(_background(len(cells), prob), matched)))
-    assigned = result.labels > 0
-    boxes = torch.zeros_like(pred_boxes)
-    boxes[assigned] = gt_boxes[result.matched_idx[assigned]].to(boxes.dtype)
+    # matched_idx -1 (background) reads the appended zero box.
+    padded = torch.cat([gt_boxes.to(pred_boxes.dtype), pred_boxes.new_zeros(1, 4)])
+    boxes = padded[result.matched_idx]
     return O2FAssignment(result.labels, result.matched_idx, boxes, result.soft_labels, result.soft_weights)

@@ -18,7 +18,6 @@ from atss_core.modeling.utils import DensePredictions
 from atss_core.structures.boxlist_ops import iou_and_giou
 from atss_core.utils.comm import reduce_mean
 
-from .giou import giou_loss
 from .qfl import quality_focal_loss
 
 BOX_LOSS_TYPES = ("iou", "giou")
@@ -30,11 +29,12 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def box_loss(pred_boxes: Tensor, target_boxes: Tensor, loss_type: str = "iou", eps: float = 1e-6) -> Tensor:
-    """Per-box loss (M, 4), (M, 4) -> (M,): "iou" = -ln max(IoU, eps); "giou" = 1 - GIoU."""
+    """Per-box loss (M, 4), (M, 4) -> (M,): "iou" = -ln max(IoU, eps); "giou" = 1 - GIoU,
+    union and enclosing area floored at eps as mmdet's ``GIoULoss`` (dsla §3.2)."""
     if loss_type == "iou":
         return -aligned_iou(pred_boxes, target_boxes, eps).clamp(min=eps).log()
     if loss_type == "giou":
-        return giou_loss(pred_boxes, target_boxes, eps)
+        return 1 - iou_and_giou(pred_boxes, target_boxes, eps)[1]
     raise ValueError(f"MODEL.DSLA.IOU_LOSS_TYPE must be one of {BOX_LOSS_TYPES}, got {loss_type!r}")
 
 

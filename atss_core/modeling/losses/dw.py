@@ -20,7 +20,6 @@ from atss_core.structures.boxlist_ops import iou_and_giou
 from atss_core.utils.comm import reduce_mean
 
 
-
 def dw_loss_terms(
     scores: Tensor,
     pos_scores: Tensor,

@@ -81,6 +81,10 @@ def test_box_loss_values():
     assert box_loss(_box(0, 0, 100, 30), _box(0, 0, 100, 60), "iou").item() == pytest.approx(LN2, abs=1e-6)
     assert box_loss(_box(0, 0, 100, 30), _box(0, 0, 100, 60), "giou").item() == pytest.approx(0.5, abs=1e-6)
     assert box_loss(_box(10, 10, 50, 50), _box(0, 0, 40, 40), "giou").item() == pytest.approx(0.688696, abs=1e-6)
+    # mmdet floors union and enclosing area at eps instead of adding it (dsla §3.2): equal
+    # boxes cost exactly 0 even when tiny (adding eps would give 1e-6 / 1.01e-4 = 0.0099 here).
+    tiny = _box(0, 0, 0.01, 0.01).double()
+    assert box_loss(tiny, tiny, "giou").item() == 0
     # Disjoint boxes: -ln of the floored IoU, finite.
     assert box_loss(_box(0, 0, 1, 1), _box(5, 5, 6, 6), "iou").item() == pytest.approx(-math.log(1e-6), rel=1e-6)
     with pytest.raises(ValueError, match="IOU_LOSS_TYPE"):
