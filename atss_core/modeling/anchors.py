@@ -138,8 +138,9 @@ class PointGenerator(nn.Module):
             raise ValueError(f"got {len(features)} feature levels for {len(self.strides)} point strides")
         per_level = []
         for f, s in zip(features, self.strides):
-            lo, hi = (self.offset - 0.5) * s, (self.offset + 0.5) * s
-            cell = torch.tensor([[lo, lo, hi, hi]], dtype=torch.float32, device=f.device)
+            # Filled on the device: a tensor made from a Python list would make the host wait for it.
+            cell = torch.full((1, 4), (self.offset + 0.5) * s, dtype=torch.float32, device=f.device)
+            cell[:, :2] = (self.offset - 0.5) * s
             per_level.append(shift_cells(cell, s, tuple(f.shape[-2:])))
         return torch.cat(per_level, dim=0), [len(p) for p in per_level]
 

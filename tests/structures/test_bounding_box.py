@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from atss_core.structures.bounding_box import BoxList
-from atss_core.structures.boxlist_ops import box_iou, boxlist_iou, cat_boxlist, remove_small_boxes
+from atss_core.structures.boxlist_ops import box_iou, boxlist_iou, cat_boxlist, iou_and_giou, remove_small_boxes
 from atss_core.structures.image_list import to_image_list
 
 
@@ -69,6 +69,24 @@ def test_iou_matches_torchvision_with_shift():
     expected = tv_box_iou(boxes + shift, boxes + shift)
     assert torch.allclose(box_iou(boxes, boxes, box_offset=1), expected)
     assert torch.allclose(box_iou(boxes, boxes, box_offset=0), tv_box_iou(boxes, boxes))
+
+
+def test_iou_and_giou_match_torchvision_pairwise_and_aligned():
+    from torchvision.ops import box_iou as tv_box_iou
+    from torchvision.ops import generalized_box_iou as tv_giou
+
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(12, 2, generator=g, dtype=torch.float64) * 50
+    boxes = torch.cat([xy, xy + 1 + torch.rand(12, 2, generator=g, dtype=torch.float64) * 30], dim=1)
+    others = boxes[:5] + torch.randn(5, 4, generator=g, dtype=torch.float64).clamp(-0.4, 0.4)
+    iou, giou = iou_and_giou(boxes[:, None], others[None])  # (12, 5)
+    assert torch.allclose(iou, tv_box_iou(boxes, others), atol=1e-12)
+    assert torch.allclose(giou, tv_giou(boxes, others), atol=1e-12)
+    iou, giou = iou_and_giou(boxes[:5], others)  # aligned pairs
+    assert torch.allclose(iou, tv_box_iou(boxes[:5], others).diagonal(), atol=1e-12)
+    assert torch.allclose(giou, tv_giou(boxes[:5], others).diagonal(), atol=1e-12)
+    iou, giou = iou_and_giou(boxes[0], boxes[0])
+    assert iou.item() == 1.0 and giou.item() == 1.0  # eps is a floor, not added: equal boxes give exactly 1
 
 
 def test_iou_rejects_different_images():

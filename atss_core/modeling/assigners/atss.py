@@ -154,6 +154,18 @@ def atss_assign(
     return best_positive_gt(ious, is_pos, gt_boxes, gt_labels)
 
 
+def per_level_columns(
+    values: Sequence[Sequence[float]], num_per_level: Sequence[int], like: Tensor
+) -> Tuple[Tensor, ...]:
+    """Per-level rows [L] of k numbers -> k columns (A,) in ``like``'s dtype and device,
+    each point carrying its level's value.
+
+    Built from fills on the device: a tensor made from a Python list (and a
+    ``repeat_interleave`` by a device tensor) would make the host wait for the device.
+    """
+    return tuple(torch.cat([like.new_full((n,), v) for n, v in zip(num_per_level, col)]) for col in zip(*values))
+
+
 def smallest_gt_in_range(
     cx: Tensor,
     cy: Tensor,
@@ -173,9 +185,7 @@ def smallest_gt_in_range(
     """
     if len(num_per_level) != len(size_ranges):
         raise ValueError(f"size ranges are given for {len(size_ranges)} levels, got {len(num_per_level)} levels")
-    counts = torch.as_tensor(list(num_per_level), device=cx.device)
-    ranges = torch.as_tensor(size_ranges, dtype=cx.dtype, device=cx.device)
-    lo, hi = ranges.repeat_interleave(counts, dim=0).unbind(-1)  # (A,)
+    lo, hi = per_level_columns(size_ranges, num_per_level, cx)  # (A,) each
     ltrb = ltrb_to_boxes(cx[:, None], cy[:, None], gt_boxes)  # (A, G, 4)
     margins = ltrb if regions is None else ltrb_to_boxes(cx[:, None], cy[:, None], regions)
     max_side = ltrb.max(dim=-1).values

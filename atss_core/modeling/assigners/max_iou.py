@@ -42,5 +42,5 @@ class Matcher:
         if self.allow_low_quality_matches:
             per_gt_best = quality.max(dim=1, keepdim=True).values  # (G, 1)
             rescued = (quality == per_gt_best).any(dim=0)  # (A,)
-            matches[rescued] = best_gt[rescued]
+            matches = torch.where(rescued, best_gt, matches)  # no boolean indexing: no host sync
         return matches

@@ -7,6 +7,8 @@ eps is added to union and enclosing area. The mmdetection-family heads use
 from torch import Tensor
 
 GIOU_EPS = 1e-7
+
+
 def giou_loss(pred_boxes: Tensor, target_boxes: Tensor, eps: float = GIOU_EPS) -> Tensor:
     """Per-box ``1 - GIoU``: pred_boxes, target_boxes (M, 4) xyxy -> (M,).
 
