@@ -2,6 +2,7 @@
 import contextlib
 import datetime
 import logging
+import math
 import resource
 import sys
 import time
@@ -146,12 +147,15 @@ def do_train(
 
         # Averaged over ranks (an all-reduce), so every rank sees the same
         # value and a non-finite loss stops all of them at the same iteration.
-        reduced = {k: v.detach().float() for k, v in reduce_loss_dict(loss_dict).items()}
-        reduced_total = sum(reduced.values())
-        if not torch.isfinite(reduced_total):
-            values = {k: float(v) for k, v in reduced.items()}
-            raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}; no checkpoint saved")
-        meters.update(loss=reduced_total, **reduced)
+        # One device-to-host copy per iteration serves the guard, the meters and
+        # the event writer; any further one would wait for the backward pass.
+        reduced = reduce_loss_dict(loss_dict)
+        parts = [v.detach().float() for v in reduced.values()]
+        total, *values = torch.stack([sum(parts), *parts]).tolist()
+        scalars = dict(zip(reduced, values))
+        if not math.isfinite(total):
+            raise FloatingPointError(f"non-finite loss at iteration {iteration}: {scalars}; no checkpoint saved")
+        meters.update(loss=total, **scalars)
 
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -175,7 +179,7 @@ def do_train(
         meters.update(time=batch_time, data=data_time)
         if event_writer is not None:
             event_writer.add(
-                loss=reduced_total, **reduced, lr=lr, time=batch_time, data_time=data_time,
+                loss=total, **scalars, lr=lr, time=batch_time, data_time=data_time,
                 max_mem_mb=peak_memory_mb(device),
             )
 

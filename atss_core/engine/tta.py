@@ -121,7 +121,7 @@ def merge_vote(
     if merge_type not in MERGE_TYPES:
         raise ValueError(f"merge_type must be one of {MERGE_TYPES}, got {merge_type!r}")
     if merge_type == "nms":
-        return keep_top_scores(boxlist_ml_nms(boxlist, nms_thresh), max_detections)
+        return merge_nms(boxlist, nms_thresh, max_detections)
     b = boxlist.convert("xyxy")
     boxes, scores, labels = box_vote(
         b.bbox,

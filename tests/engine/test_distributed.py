@@ -25,9 +25,11 @@ def test_two_processes_train_as_one_with_the_whole_batch(toy_cli, tmp_path):
     # and the weights they end with: float summation order differs between 1 and
     # 2 processes, and a few steps at lr 0.01 amplify that to ~1e-5 in places;
     # a wrong normaliser or a missing reduction is orders of magnitude larger.
-    final_one, final_two = (torch.load(d / "model_final.pth", weights_only=True)["model"] for d in (one, two))
-    for key, value in final_one.items():
-        torch.testing.assert_close(final_two[key], value, rtol=1e-3, atol=1e-4)
+    final_one, final_two = (torch.load(d / "model_final.pth", weights_only=True) for d in (one, two))
+    assert final_two["iteration"] == 5
+    assert set(final_two["model"]) == set(final_one["model"])  # saved unwrapped: no DDP "module." prefix
+    for key, value in final_one["model"].items():
+        torch.testing.assert_close(final_two["model"][key], value, rtol=1e-3, atol=1e-4)
 
 
 def test_a_rank_without_gts_does_not_hang(toy_cli):

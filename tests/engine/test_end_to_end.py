@@ -7,7 +7,6 @@ own COCO-format data.
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -151,22 +150,3 @@ def test_resume_continues_at_the_right_iteration_and_lr(tiny, tmp_path):
     assert lr_res[40] == pytest.approx(lr_full[40]) == pytest.approx(0.001)  # past the step at 25
     assert torch.load(resumed / "model_final.pth", weights_only=True)["iteration"] == 40
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_gloo(tiny, tmp_path):
-    out_dir = tmp_path / "ddp"
-    log = run(
-        ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}"]
-        + train_args(tiny, out_dir, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "100", skip_test=True),
-        tiny,
-    )
-    assert re.search(r"world size 2|2 processes|Using 2", log, re.IGNORECASE), log[-3000:]
-    ckpt = torch.load(out_dir / "model_final.pth", map_location="cpu", weights_only=True)
-    assert ckpt["iteration"] == 4
-    assert not any(k.startswith("module.") for k in ckpt["model"])
