@@ -283,3 +283,19 @@ def map_predictors(sd: StateDict, keys, names: Dict[str, str], scale) -> Tuple[S
         else:
             unknown.append(key)
     return out, unknown
+
+
+def rename_head(sd: StateDict, towers: Dict[str, str], predictors: Dict[str, str], to_ours: bool, method: str) -> StateDict:
+    """A head's towers and predictors (both ``{mm name: our name}``) and scales, mmdet -> ours
+    (``to_ours``) or back; any other key raises :class:`ConversionError` naming ``method``."""
+    if to_ours:
+        tower_map, names, scale, prefix = tower_to_ours, predictors, scale_to_ours, "bbox_head."
+    else:
+        tower_map, names, scale = tower_to_mmdet, {v: k for k, v in predictors.items()}, scale_to_mmdet
+        prefix = "rpn.head."
+    out, rest = tower_map(sd, towers)
+    mapped, unknown = map_predictors(sd, rest, names, scale)
+    if unknown:
+        raise ConversionError(f"{method} head keys without a counterpart: {[prefix + k for k in unknown]}")
+    out.update(mapped)
+    return out

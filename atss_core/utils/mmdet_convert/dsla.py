@@ -3,7 +3,7 @@ import re
 from collections import OrderedDict
 
 from . import HEAD_CONVERTERS, HeadConverter
-from .common import ConversionError, map_predictors, scale_to_mmdet, scale_to_ours, tower_to_mmdet, tower_to_ours
+from .common import ConversionError, rename_head
 
 TOWERS = {"cls_convs": "cls_tower", "reg_convs": "bbox_tower"}
 PREDICTORS = {"conv_cls": "cls_logits", "conv_reg": "bbox_pred"}
@@ -36,21 +36,11 @@ def _head_overrides(sd, config_text):
 
 def to_ours(sd, config_text=""):
     sd = OrderedDict((_modern(k), v) for k, v in sd.items())
-    out, rest = tower_to_ours(sd, TOWERS)
-    mapped, unknown = map_predictors(sd, rest, PREDICTORS, scale_to_ours)
-    if unknown:
-        raise ConversionError(f"DSLA head keys without a counterpart: {['bbox_head.' + k for k in unknown]}")
-    out.update(mapped)
-    return out, _head_overrides(sd, config_text), []
+    return rename_head(sd, TOWERS, PREDICTORS, to_ours=True, method="DSLA"), _head_overrides(sd, config_text), []
 
 
 def to_mmdet(sd):
-    out, rest = tower_to_mmdet(sd, TOWERS)
-    mapped, unknown = map_predictors(sd, rest, {v: k for k, v in PREDICTORS.items()}, scale_to_mmdet)
-    if unknown:
-        raise ConversionError(f"cannot export to an mmdet DSLA head: {['rpn.head.' + k for k in unknown]}")
-    out.update(mapped)
-    return out
+    return rename_head(sd, TOWERS, PREDICTORS, to_ours=False, method="DSLA")
 
 
 HEAD_CONVERTERS.register("DSLA")(HeadConverter(to_ours, to_mmdet))

@@ -10,7 +10,7 @@ import warnings
 import torch
 
 from . import HEAD_CONVERTERS, HeadConverter
-from .common import ConversionError, map_predictors, scale_to_mmdet, scale_to_ours, tower_to_mmdet, tower_to_ours
+from .common import ConversionError, rename_head
 
 TOWERS = {"cls_convs": "cls_tower", "reg_convs": "bbox_tower"}
 PREDICTORS = {
@@ -60,30 +60,15 @@ def _head_overrides(sd) -> dict:
     return {**{f"MODEL.DW.{k}": v for k, v in structure.items()}, **_prior_overrides(sd)}
 
 
-def _rename(sd, to_ours: bool):
-    """Towers, predictors and scales in one direction; any other key raises."""
-    if to_ours:
-        names = PREDICTORS
-        towers, scale, prefix = tower_to_ours, scale_to_ours, "bbox_head."
-    else:
-        names = {v: k for k, v in PREDICTORS.items()}
-        towers, scale, prefix = tower_to_mmdet, scale_to_mmdet, "rpn.head."
-    out, rest = towers(sd, TOWERS)
-    mapped, unknown = map_predictors(sd, rest, names, scale)
-    if unknown:
-        raise ConversionError(f"DW head keys without a counterpart: {[prefix + k for k in unknown]}")
-    out.update(mapped)
-    return out
-
-
 def to_ours(sd, config_text=""):
     overrides = _head_overrides(sd)
-    return _rename({k: v for k, v in sd.items() if k not in PRIOR_KEYS}, to_ours=True), overrides, list(PRIOR_KEYS)
+    kept = {k: v for k, v in sd.items() if k not in PRIOR_KEYS}
+    return rename_head(kept, TOWERS, PREDICTORS, to_ours=True, method="DW"), overrides, list(PRIOR_KEYS)
 
 
 def to_mmdet(sd):
     """Ours -> mmdet, with the centre prior regenerated as DW's constants."""
-    out = _rename(sd, to_ours=False)
+    out = rename_head(sd, TOWERS, PREDICTORS, to_ours=False, method="DW")
     num_classes = sd["cls_logits.weight"].shape[0]
     out["center_prior.mean"] = torch.full((num_classes, 2), PRIOR_MEAN)
     out["center_prior.sigma"] = torch.full((num_classes, 2), PRIOR_SIGMA)

@@ -5,10 +5,9 @@ The objectness sub-tower ``centerness_convs`` becomes ``centerness_tower`` (same
 ``centerness``. The head's other settings come from ``meta['config']`` when present.
 """
 import re
-from collections import OrderedDict
 
 from . import HEAD_CONVERTERS, HeadConverter
-from .common import ConversionError, map_predictors, scale_to_mmdet, scale_to_ours, tower_to_mmdet, tower_to_ours
+from .common import ConversionError, rename_head
 
 TOWERS = {"cls_convs": "cls_tower", "reg_convs": "bbox_tower", "centerness_convs": "centerness_tower"}
 PREDICTORS = {"conv_cls": "cls_logits", "conv_reg": "bbox_pred", "conv_centerness": "centerness"}
@@ -55,27 +54,12 @@ def _head_overrides(sd, config_text):
     return overrides
 
 
-def _rename(sd, to_ours: bool):
-    """Towers, predictors and scales of the head in one direction; any other key raises."""
-    towers, names, scale = (
-        (tower_to_ours, PREDICTORS, scale_to_ours)
-        if to_ours
-        else (tower_to_mmdet, {v: k for k, v in PREDICTORS.items()}, scale_to_mmdet)
-    )
-    renamed, rest = towers(OrderedDict(sd), TOWERS)
-    predictors, unknown = map_predictors(sd, rest, names, scale)
-    if unknown:
-        prefix = "bbox_head." if to_ours else "rpn.head."
-        raise ConversionError(f"O2F head keys without a counterpart: {[prefix + k for k in unknown]}")
-    return OrderedDict([*renamed.items(), *predictors.items()])
-
-
 def to_ours(sd, config_text=""):
-    return _rename(sd, to_ours=True), _head_overrides(sd, config_text), []
+    return rename_head(sd, TOWERS, PREDICTORS, to_ours=True, method="O2F"), _head_overrides(sd, config_text), []
 
 
 def to_mmdet(sd):
-    return _rename(sd, to_ours=False)
+    return rename_head(sd, TOWERS, PREDICTORS, to_ours=False, method="O2F")
 
 
 HEAD_CONVERTERS.register("O2F")(HeadConverter(to_ours, to_mmdet))
