@@ -1,7 +1,6 @@
 """tools/convert_checkpoint.py end to end: an mmdet-named DSLA R-50 checkpoint (our randomly
 initialised model exported to mmdet names, checkpoints.md §2.8) converts back to the
 same weights, loads into the configured model, and bad input fails without output."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import torch
 from atss_core.config import cfg as _cfg
 from atss_core.modeling.detector import build_detection_model
 from atss_core.utils.mmdet_convert import export
+from tests.utils.mmdet_checkpoints import ROOT, TOOL, load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 CONFIG = os.path.join(ROOT, "configs", "dsla", "dsla_R_50_FPN_1x.yaml")
 MMDET_CONFIG = "model = dict(backbone=dict(type='ResNet', depth=50, style='caffe'))\n"
 
@@ -25,13 +23,6 @@ def _model():
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
     return build_detection_model(cfg)
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(*args):
@@ -83,7 +74,7 @@ def test_bad_input_fails_and_leaves_the_output_alone(source, tmp_path):
     torch.save(data, bad)
     out = tmp_path / "out.pth"
     out.write_bytes(b"previous")
-    tool = _tool()
+    tool = load_tool()
     with pytest.raises(SystemExit, match="bbox_head.foo.weight"):
         tool.main([str(bad), str(out), "--style", "caffe"])
     del data["state_dict"]["bbox_head.foo.weight"]

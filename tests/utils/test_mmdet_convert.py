@@ -1,7 +1,6 @@
 """mmdetection -> ours conversion of DSLA checkpoints: checkpoints.md §6 C1-C3, C10, C12-C14,
 on synthetic checkpoints whose key names and shapes follow its §1 tables, plus the
 functional check that the converted detector computes what the mmdet one does."""
-import math
 import re
 
 import pytest
@@ -9,10 +8,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from atss_core.config import cfg as _cfg
 from atss_core.modeling.detector import build_detection_model
 from atss_core.utils.mmdet_convert import ConversionError, as_opts, convert, detect_head, export
 from atss_core.utils.mmdet_convert.common import neck_to_ours
+from tests.utils.mmdet_checkpoints import config_of, conv, mmdet_fpn, mmdet_resnet, rand, ref_tower
 
 R50_CONFIG = """
 model = dict(type='DSLA', backbone=dict(type='ResNet', depth=50, style='caffe'),
@@ -29,77 +28,23 @@ COCO_FIRST_LAST = ("person", "toothbrush")
 
 
 # ----------------------------------------------------------------------------- synthetic mmdet checkpoints
-def _rand(g, *shape, scale=1.0):
-    return torch.randn(*shape, generator=g) * scale
-
-
-def _bn(sd, prefix, c, g):
-    sd[f"{prefix}.weight"] = 0.2 + 1.3 * torch.rand(c, generator=g)
-    sd[f"{prefix}.bias"] = 0.6 * torch.rand(c, generator=g) - 0.3
-    sd[f"{prefix}.running_mean"] = torch.rand(c, generator=g) - 0.5
-    sd[f"{prefix}.running_var"] = 0.5 + 1.5 * torch.rand(c, generator=g)
-    sd[f"{prefix}.num_batches_tracked"] = torch.tensor(1234, dtype=torch.int64)
-
-
-def _conv(g, cout, cin, k):
-    return _rand(g, cout, cin, k, k, scale=math.sqrt(1.0 / (cin * k * k)))
-
-
-def mmdet_resnet(g, depth=50, dcn_rows=0):
-    """checkpoints.md §1.3: keys without the ``backbone.`` prefix; DCN in layer2-4 if dcn_rows."""
-    blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
-    sd = {"conv1.weight": _conv(g, 64, 3, 7)}
-    _bn(sd, "bn1", 64, g)
-    cin = 64
-    for i, n in enumerate(blocks, start=1):
-        width, cout = 64 * 2 ** (i - 1), 256 * 2 ** (i - 1)
-        for j in range(n):
-            p, inp = f"layer{i}.{j}", cin if j == 0 else cout
-            sd[f"{p}.conv1.weight"] = _conv(g, width, inp, 1)
-            _bn(sd, f"{p}.bn1", width, g)
-            sd[f"{p}.conv2.weight"] = _conv(g, width, width, 3)
-            if dcn_rows and i > 1:
-                sd[f"{p}.conv2.conv_offset.weight"] = _conv(g, dcn_rows, width, 3)
-                sd[f"{p}.conv2.conv_offset.bias"] = _rand(g, dcn_rows)
-            _bn(sd, f"{p}.bn2", width, g)
-            sd[f"{p}.conv3.weight"] = _conv(g, cout, width, 1)
-            _bn(sd, f"{p}.bn3", cout, g)
-            if j == 0:
-                sd[f"{p}.downsample.0.weight"] = _conv(g, cout, inp, 1)
-                _bn(sd, f"{p}.downsample.1", cout, g)
-        cin = cout
-    return sd
-
-
-def mmdet_fpn(g, p6_in=256):
-    """checkpoints.md §1.4 (16 keys)."""
-    sd = {}
-    for m, cin in enumerate((512, 1024, 2048)):
-        sd[f"lateral_convs.{m}.conv.weight"] = _conv(g, 256, cin, 1)
-        sd[f"lateral_convs.{m}.conv.bias"] = _rand(g, 256, scale=0.1)
-    for m in range(5):
-        sd[f"fpn_convs.{m}.conv.weight"] = _conv(g, 256, p6_in if m == 3 else 256, 3)
-        sd[f"fpn_convs.{m}.conv.bias"] = _rand(g, 256, scale=0.1)
-    return sd
-
-
 def mmdet_dsla_head(g, tricks=False, num_classes=80, channels=256):
     """checkpoints.md §1.5 DSLA table: 33 keys (R-50), 45 (R-101 DCN: tower bias + DCNv2 item 3)."""
     sd = {}
     for tower in ("cls_convs", "reg_convs"):
         for n in range(4):
-            sd[f"{tower}.{n}.conv.weight"] = _conv(g, channels, channels, 3)
+            sd[f"{tower}.{n}.conv.weight"] = conv(g, channels, channels, 3)
             if tricks:
-                sd[f"{tower}.{n}.conv.bias"] = _rand(g, channels, scale=0.1)
+                sd[f"{tower}.{n}.conv.bias"] = rand(g, channels, scale=0.1)
             if tricks and n == 3:
-                sd[f"{tower}.{n}.conv.conv_offset.weight"] = _conv(g, 27, channels, 3)
-                sd[f"{tower}.{n}.conv.conv_offset.bias"] = _rand(g, 27)
+                sd[f"{tower}.{n}.conv.conv_offset.weight"] = conv(g, 27, channels, 3)
+                sd[f"{tower}.{n}.conv.conv_offset.bias"] = rand(g, 27)
             sd[f"{tower}.{n}.gn.weight"] = 0.5 + torch.rand(channels, generator=g)
-            sd[f"{tower}.{n}.gn.bias"] = _rand(g, channels, scale=0.1)
-    sd["conv_cls.weight"] = _conv(g, num_classes, channels, 3)
-    sd["conv_cls.bias"] = _rand(g, num_classes)
-    sd["conv_reg.weight"] = _conv(g, 4, channels, 3)
-    sd["conv_reg.bias"] = _rand(g, 4, scale=0.1)
+            sd[f"{tower}.{n}.gn.bias"] = rand(g, channels, scale=0.1)
+    sd["conv_cls.weight"] = conv(g, num_classes, channels, 3)
+    sd["conv_cls.bias"] = rand(g, num_classes)
+    sd["conv_reg.weight"] = conv(g, 4, channels, 3)
+    sd["conv_reg.bias"] = rand(g, 4, scale=0.1)
     for level in range(5):
         sd[f"scales.{level}.scale"] = torch.tensor(0.5 + 0.1 * level)  # 0-d, as mmcv's Scale
     return sd
@@ -119,10 +64,7 @@ def mmdet_checkpoint(variant, seed=0):
 
 
 def _model(overrides):
-    cfg = _cfg.clone()
-    cfg.merge_from_list(as_opts(overrides))
-    cfg.MODEL.DEVICE = "cpu"
-    return build_detection_model(cfg)
+    return build_detection_model(config_of(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -292,26 +234,12 @@ def test_round_trips(variant, r50, r101):
 
 
 # ----------------------------------------------------------------------------- function: same outputs
-def _ref_tower(x, sd, tower, dcn):
-    """mmdet ConvModule stack [conv -> GN(32) -> ReLU] x 4; item 3 a DCNv2 when ``dcn``."""
-    for n in range(4):
-        w, b = sd[f"{tower}.{n}.conv.weight"], sd.get(f"{tower}.{n}.conv.bias")
-        if dcn and n == 3:
-            o = F.conv2d(x, sd[f"{tower}.{n}.conv.conv_offset.weight"], sd[f"{tower}.{n}.conv.conv_offset.bias"], padding=1)
-            # mmcv DCNv2: chunks 1, 2 of the 27 channels are the offsets, sigmoid(chunk 3) the mask.
-            x = torchvision.ops.deform_conv2d(x, o[:, :18], w, b, padding=1, mask=o[:, 18:].sigmoid())
-        else:
-            x = F.conv2d(x, w, b, padding=1)
-        x = F.relu(F.group_norm(x, 32, sd[f"{tower}.{n}.gn.weight"], sd[f"{tower}.{n}.gn.bias"]))
-    return x
-
-
 def _ref_head(feats, sd, tricks):
     """mmdet DSLAHead.forward_single per level: cls logits and exp(scale * reg) (or relu, tricks)."""
     logits, boxes = [], []
     for level, x in enumerate(feats):
-        logits.append(F.conv2d(_ref_tower(x, sd, "cls_convs", tricks), sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1))
-        reg = F.conv2d(_ref_tower(x, sd, "reg_convs", tricks), sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1)
+        logits.append(F.conv2d(ref_tower(x, sd, "cls_convs", tricks), sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1))
+        reg = F.conv2d(ref_tower(x, sd, "reg_convs", tricks), sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1)
         reg = reg * sd[f"scales.{level}.scale"]
         boxes.append(reg.relu() if tricks else reg.exp())
     return logits, boxes

@@ -2,8 +2,6 @@
 DW): synthetic checkpoints with the key names and shapes of its §1.3-1.5 tables, strict
 loading, key counts, the centre prior checked and dropped, round trips, and head outputs
 equal to an independent forward of the mmdet-layout head."""
-import importlib.util
-import os
 import warnings
 
 import pytest
@@ -11,11 +9,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from atss_core.config import cfg as _cfg
 from atss_core.modeling.dense_heads import build_dense_head
 from atss_core.modeling.detector import build_detection_model
-from atss_core.utils.mmdet_convert import HEAD_CONVERTERS, ConversionError, as_opts, convert, detect_head, export
-from tests.utils.test_mmdet_convert import _conv, _rand, _ref_tower, mmdet_fpn, mmdet_resnet
+from atss_core.utils.mmdet_convert import HEAD_CONVERTERS, ConversionError, convert, detect_head, export
+from tests.utils.mmdet_checkpoints import config_of, conv, load_tool, mmdet_fpn, mmdet_resnet, rand, ref_tower
 
 DW_CONFIG = """
 model = dict(type='FCOS', backbone=dict(type='ResNet', depth=50, style='pytorch', frozen_stages=1,
@@ -25,7 +22,6 @@ model = dict(type='FCOS', backbone=dict(type='ResNet', depth=50, style='pytorch'
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 """
 STRIDES = (8, 16, 32, 64, 128)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # variant -> (depth, refine, dcn), (mmdet keys, our keys, dropped), head parameters (checkpoints.md §1.6, §6 C1)
 VARIANTS = {
     "r50_worefine": ((50, False, False), (379, 324, 55), 4920666),
@@ -40,17 +36,17 @@ def mmdet_dw_head(g, refine=True, dcn=False, num_classes=80, channels=256, sigma
     sd = {}
     for tower in ("cls_convs", "reg_convs"):
         for n in range(4):
-            sd[f"{tower}.{n}.conv.weight"] = _conv(g, channels, channels, 3)
-            sd[f"{tower}.{n}.conv.bias"] = _rand(g, channels, scale=0.1)
+            sd[f"{tower}.{n}.conv.weight"] = conv(g, channels, channels, 3)
+            sd[f"{tower}.{n}.conv.bias"] = rand(g, channels, scale=0.1)
             if dcn and n == 3:
-                sd[f"{tower}.{n}.conv.conv_offset.weight"] = _conv(g, 27, channels, 3) * 0.1
-                sd[f"{tower}.{n}.conv.conv_offset.bias"] = _rand(g, 27, scale=0.1)
+                sd[f"{tower}.{n}.conv.conv_offset.weight"] = conv(g, 27, channels, 3) * 0.1
+                sd[f"{tower}.{n}.conv.conv_offset.bias"] = rand(g, 27, scale=0.1)
             sd[f"{tower}.{n}.gn.weight"] = 0.5 + torch.rand(channels, generator=g)
-            sd[f"{tower}.{n}.gn.bias"] = _rand(g, channels, scale=0.1)
+            sd[f"{tower}.{n}.gn.bias"] = rand(g, channels, scale=0.1)
     predictors = (("conv_cls", num_classes), ("conv_reg", 4), ("conv_centerness", 1)) + (("reg_offset", 8),) * refine
     for name, cout in predictors:
-        sd[f"{name}.weight"] = _conv(g, cout, channels, 3)
-        sd[f"{name}.bias"] = _rand(g, cout, scale=0.1)
+        sd[f"{name}.weight"] = conv(g, cout, channels, 3)
+        sd[f"{name}.bias"] = rand(g, cout, scale=0.1)
     sd["conv_reg.bias"] += 2.0  # distances of a few strides, so that the refinement samples inside the map
     for level in range(5):
         sd[f"scales.{level}.scale"] = torch.tensor(0.6 + 0.1 * level)  # 0-d, as mmcv's Scale
@@ -70,13 +66,6 @@ def mmdet_checkpoint(variant, seed=0, **head_kw):
     sd = {prefix + k: v for prefix, part in parts.items() for k, v in part.items()}
     config = DW_CONFIG.replace("depth=50", f"depth={depth}").replace("reg_refine=True", f"reg_refine={refine}")
     return sd, {"config": config}
-
-
-def _config(overrides):
-    cfg = _cfg.clone()
-    cfg.merge_from_list(as_opts(overrides))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
 
 
 class _Converted(dict):
@@ -106,7 +95,7 @@ def test_key_counts_and_strict_load(variant, converted):
         "bbox_head.center_prior.mean", "bbox_head.center_prior.sigma",
     ]
     with torch.device("meta"):  # keys and shapes only; assign=True swaps in the converted tensors
-        model = build_detection_model(_config(overrides))
+        model = build_detection_model(config_of(overrides))
     ours = model.state_dict()
     assert set(sd) == set(ours) and all(sd[k].shape == ours[k].shape for k in sd)
     result = model.load_state_dict(sd, strict=True, assign=True)
@@ -154,7 +143,7 @@ def _head_only(**kw):
     return mmdet_dw_head(torch.Generator().manual_seed(5), channels=32, **kw)
 
 
-def test_a_non_default_uniform_prior_warns_and_sets_the_config():
+def test_a_non_default_uniform_prior_warns_and_sets_theconfig_of():
     with pytest.warns(UserWarning, match="center_prior.sigma"):
         sd, overrides, dropped = HEAD_CONVERTERS["DW"].to_ours(_head_only(sigma=1.5))
     assert overrides["MODEL.DW.PRIOR_SIGMA"] == 1.5 and "MODEL.DW.PRIOR_MEAN" not in overrides
@@ -203,7 +192,7 @@ def _ref_dw_head(feats, sd, refine, dcn):
     torchvision's deform_conv2d as the sampler."""
     out = ([], [], [])
     for level, (x, s) in enumerate(zip(feats, STRIDES)):
-        cls_feat, reg_feat = _ref_tower(x, sd, "cls_convs", dcn), _ref_tower(x, sd, "reg_convs", dcn)
+        cls_feat, reg_feat = ref_tower(x, sd, "cls_convs", dcn), ref_tower(x, sd, "reg_convs", dcn)
         out[0].append(F.conv2d(cls_feat, sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1))
         out[2].append(F.conv2d(reg_feat, sd["conv_centerness.weight"], sd["conv_centerness.bias"], padding=1))
         raw = F.conv2d(reg_feat, sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1)
@@ -228,7 +217,7 @@ def _ref_dw_head(feats, sd, refine, dcn):
 def test_converted_head_computes_the_mmdet_head_outputs(variant, converted):
     sd_mm, _, (sd, overrides, _) = converted[variant]
     refine, dcn = VARIANTS[variant][0][1:]
-    head = build_dense_head(_config(overrides), 256).head.double()
+    head = build_dense_head(config_of(overrides), 256).head.double()
     head.load_state_dict({k[len("rpn.head."):]: v for k, v in sd.items() if k.startswith("rpn.head.")}, strict=True)
     ref_sd = {k[len("bbox_head."):]: v.double() for k, v in sd_mm.items() if k.startswith("bbox_head.")}
     g = torch.Generator().manual_seed(4)
@@ -246,10 +235,7 @@ def test_converted_head_computes_the_mmdet_head_outputs(variant, converted):
 
 # ----------------------------------------------------------------------------- the shared tool
 def test_convert_checkpoint_tool_writes_a_dw_checkpoint(converted, tmp_path, capsys):
-    path = os.path.join(ROOT, "tools", "convert_checkpoint.py")
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool()
     sd_mm, meta, (sd, overrides, _) = converted["r50_refine"]
     src, out = tmp_path / "dw_mmdet.pth", tmp_path / "dw.pth"
     torch.save({"meta": meta, "state_dict": sd_mm}, src)

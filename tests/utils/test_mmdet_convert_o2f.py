@@ -2,18 +2,15 @@
 synthetic checkpoints with the key names and shapes of its §1.3-1.5 tables, strict loading,
 key counts, round trips, and head outputs equal to an independent forward of the mmdet head."""
 import math
-import os
-import runpy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from atss_core.config import cfg as _cfg
 from atss_core.modeling.dense_heads import build_dense_head
 from atss_core.modeling.detector import build_detection_model
-from atss_core.utils.mmdet_convert import ConversionError, as_opts, convert, export
-from tests.utils.test_mmdet_convert import mmdet_fpn, mmdet_resnet
+from atss_core.utils.mmdet_convert import ConversionError, convert, export
+from tests.utils.mmdet_checkpoints import config_of, load_tool, mmdet_fpn, mmdet_resnet, ref_tower
 
 O2F_CONFIG = """
 model = dict(type='FCOS', backbone=dict(type='ResNet', depth=50, style='pytorch', frozen_stages=1),
@@ -30,7 +27,6 @@ for _old, _new in (("num_classes=80", "num_classes=1"), ("o2f_topk=7", "o2f_topk
                    ("nms_pre=1000", "nms_pre=5000"), ("max_per_img=100", "max_per_img=500")):
     CROWDHUMAN = CROWDHUMAN.replace(_old, _new)
 STRIDES = (8, 16, 32, 64, 128)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def mmdet_o2f_head(g, num_classes=80, channels=256, obj_channels=64):
@@ -65,13 +61,6 @@ def mmdet_checkpoint(num_classes=80, depth=50, seed=0):
     return sd, {"config": config}
 
 
-def _cfg_of(overrides):
-    cfg = _cfg.clone()
-    cfg.merge_from_list(as_opts(overrides))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def r50():
     sd, meta = mmdet_checkpoint()
@@ -85,7 +74,7 @@ def test_r50_keys_match_our_model_and_load_strictly(r50):
     assert (len(sd_mm), len(sd), len(report.dropped)) == (389, 336, 53)
     assert sum(k.startswith("bbox_head.") for k in sd_mm) == 55
     assert all(k.endswith("num_batches_tracked") for k in report.dropped)
-    model = build_detection_model(_cfg_of(overrides))
+    model = build_detection_model(config_of(overrides))
     assert set(sd) == set(model.state_dict())
     result = model.load_state_dict(sd, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -98,7 +87,7 @@ def test_crowdhuman_and_r101_key_counts(num_classes, depth, counts):
     sd, overrides, report = convert(sd_mm, meta)
     assert (len(sd_mm), len(sd), len(report.dropped)) == counts
     with torch.device("meta"):
-        ours = build_detection_model(_cfg_of(overrides)).state_dict()
+        ours = build_detection_model(config_of(overrides)).state_dict()
     assert set(sd) == set(ours) and all(sd[k].shape == ours[k].shape for k in sd)
     if num_classes == 1:
         assert overrides["MODEL.O2F.NUM_CLASSES"] == 2 and overrides["MODEL.O2F.TOPK"] == 4
@@ -167,23 +156,15 @@ def test_round_trips(r50):
 
 
 # ----------------------------------------------------------------------------- function: same head outputs
-def _ref_modules(x, sd, name, num):
-    """mmcv ConvModule stack [conv (bias) -> GN(32) -> ReLU] x num."""
-    for n in range(num):
-        x = F.conv2d(x, sd[f"{name}.{n}.conv.weight"], sd[f"{name}.{n}.conv.bias"], padding=1)
-        x = F.relu(F.group_norm(x, 32, sd[f"{name}.{n}.gn.weight"], sd[f"{name}.{n}.gn.bias"]))
-    return x
-
-
 def _ref_o2f_head(feats, sd):
     """O2FHead.forward_single per level: cls logits, clamp(scale * reg, 0) * stride, objectness
     logits from the objectness convs on the reg tower output (o2f §2.3)."""
     outputs = []
     for level, (x, stride) in enumerate(zip(feats, STRIDES)):
-        cls = F.conv2d(_ref_modules(x, sd, "cls_convs", 4), sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1)
-        reg_feat = _ref_modules(x, sd, "reg_convs", 4)
+        cls = F.conv2d(ref_tower(x, sd, "cls_convs"), sd["conv_cls.weight"], sd["conv_cls.bias"], padding=1)
+        reg_feat = ref_tower(x, sd, "reg_convs")
         raw = F.conv2d(reg_feat, sd["conv_reg.weight"], sd["conv_reg.bias"], padding=1)
-        obj_feat = _ref_modules(reg_feat, sd, "centerness_convs", 3)
+        obj_feat = ref_tower(reg_feat, sd, "centerness_convs", num=3)
         obj = F.conv2d(obj_feat, sd["conv_centerness.weight"], sd["conv_centerness.bias"], padding=1)
         outputs.append((cls, (raw * sd[f"scales.{level}.scale"]).clamp(min=0) * stride, obj))
     return outputs
@@ -191,7 +172,7 @@ def _ref_o2f_head(feats, sd):
 
 def test_converted_head_computes_the_mmdet_head_outputs(r50):
     sd_mm, _, (sd, overrides, _) = r50
-    head = build_dense_head(_cfg_of(overrides), 256).head.double()
+    head = build_dense_head(config_of(overrides), 256).head.double()
     head.load_state_dict({k[len("rpn.head."):]: v.double() for k, v in sd.items() if k.startswith("rpn.head.")})
     ref_sd = {k[len("bbox_head."):]: v.double() for k, v in sd_mm.items() if k.startswith("bbox_head.")}
     g = torch.Generator().manual_seed(4)
@@ -209,15 +190,15 @@ def test_converted_head_computes_the_mmdet_head_outputs(r50):
 # ----------------------------------------------------------------------------- tools/convert_checkpoint.py
 def test_the_shared_tool_converts_an_o2f_checkpoint(r50, tmp_path, capsys):
     sd_mm, meta, (sd, overrides, _) = r50
-    tool = runpy.run_path(os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = load_tool()
     source, target = tmp_path / "o2f_r50_1x_mmdet.pth", tmp_path / "o2f_r50_1x.pth"
     torch.save({"meta": meta, "state_dict": sd_mm, "optimizer": {}}, source)
-    tool["main"]([str(source), str(target)])
+    tool.main([str(source), str(target)])
     printed = capsys.readouterr().out
     assert "O2F detector: 389 keys -> 336" in printed and "MODEL.O2F.TOPK 7" in printed
     written = torch.load(target, weights_only=True)
     assert written["meta"]["head"] == "O2F" and written["meta"]["cfg_overrides"] == overrides
     assert list(written["model"]) == list(sd)
-    model = build_detection_model(_cfg_of(written["meta"]["cfg_overrides"]))
+    model = build_detection_model(config_of(written["meta"]["cfg_overrides"]))
     result = model.load_state_dict(written["model"], strict=True)
     assert not result.missing_keys and not result.unexpected_keys
