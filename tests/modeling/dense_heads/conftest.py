@@ -1,4 +1,6 @@
 """Fixtures for head tests: heads built from shipped configs, small feature batches, targets."""
+import os
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from atss_core.modeling.dense_heads import build_dense_head
 from atss_core.structures.bounding_box import BoxList
 from atss_core.structures.image_list import ImageList
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # Padded 64 x 96 batch -> P3..P7 maps of these sizes (strides 8..128).
 GRID_SIZES = ((8, 12), (4, 6), (2, 3), (1, 2), (1, 1))
 HEAD_CONFIGS = {
@@ -22,13 +25,18 @@ HEAD_CONFIGS = {
 }
 
 
-def _config_of(name, **head_keys):
-    path, node = HEAD_CONFIGS[name]
+def config_from(path, node, **head_keys):
+    """The config file ``path`` (from the repository root) on the CPU, with MODEL.<node>.<key> overrides."""
     c = _cfg.clone()
-    c.merge_from_file(path)
+    c.merge_from_file(os.path.join(ROOT, path))
+    c.MODEL.DEVICE = "cpu"
     for key, value in head_keys.items():
         c.MODEL[node][key] = value
     return c
+
+
+def _config_of(name, **head_keys):
+    return config_from(*HEAD_CONFIGS[name], **head_keys)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from atss_core.config import cfg as _cfg
 from atss_core.layers import FrozenBatchNorm2d
 from atss_core.layers.misc import DFConv2d
 from atss_core.modeling.anchors import PointGenerator
@@ -16,6 +15,7 @@ from atss_core.solver import make_lr_scheduler, make_optimizer
 from atss_core.solver.lr_scheduler import warmup_multistep_factor
 from atss_core.structures.bounding_box import BoxList
 from atss_core.structures.image_list import ImageList
+from tests.modeling.dense_heads.conftest import config_from
 
 R50 = "configs/dsla/dsla_R_50_FPN_1x.yaml"
 R101 = "configs/dsla/dsla_dcn_R_101_FPN_ms_2x.yaml"
@@ -23,12 +23,7 @@ TOY = "configs/quickstart/dsla_toy.yaml"
 
 
 def _cfg_from(path=R50, **dsla):
-    c = _cfg.clone()
-    c.merge_from_file(path)
-    c.MODEL.DEVICE = "cpu"
-    for k, v in dsla.items():
-        c.MODEL.DSLA[k] = v
-    return c
+    return config_from(path, "DSLA", **dsla)
 
 
 def _head(channels=256, **dsla):

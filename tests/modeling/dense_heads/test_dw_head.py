@@ -2,19 +2,17 @@
 forward invariants (§11.10), inference (§11.11), training flows with zero and one gt and
 under bfloat16 autocast, and the shipped configs (§8, §9.2)."""
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from atss_core.config import cfg as _cfg
 from atss_core.layers.misc import DFConv2d
 from atss_core.modeling.dense_heads import DENSE_HEADS, build_dense_head
 from atss_core.modeling.dense_heads.dw import refine_distances
 from atss_core.structures.image_list import ImageList
+from tests.modeling.dense_heads.conftest import config_from
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 R50 = "configs/dw/dw_R_50_FPN_1x.yaml"
 CONFIGS = {
     "dw_R_50_FPN_1x": (False, True, 1, "resnet50"),
@@ -27,12 +25,7 @@ F64 = torch.float64
 
 
 def _cfg_from(path=R50, **dw):
-    c = _cfg.clone()
-    c.merge_from_file(os.path.join(ROOT, path))
-    c.MODEL.DEVICE = "cpu"
-    for k, v in dw.items():
-        c.MODEL.DW[k] = v
-    return c
+    return config_from(path, "DW", **dw)
 
 
 def _head(channels=256, **dw):

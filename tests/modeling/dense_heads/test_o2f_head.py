@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from atss_core.config import cfg as _cfg
 from atss_core.layers import FrozenBatchNorm2d
 from atss_core.modeling.dense_heads import DENSE_HEADS, build_dense_head
 from atss_core.modeling.dense_heads.o2f import O2FDenseHead
@@ -15,17 +14,13 @@ from atss_core.modeling.detector import build_detection_model
 from atss_core.modeling.utils import flatten_head_outputs
 from atss_core.solver import make_optimizer
 from atss_core.structures.image_list import ImageList
+from tests.modeling.dense_heads.conftest import config_from
 
 R50 = "configs/o2f/o2f_R_50_FPN_1x.yaml"
 
 
 def _cfg_from(path=R50, **o2f):
-    c = _cfg.clone()
-    c.merge_from_file(path)
-    c.MODEL.DEVICE = "cpu"
-    for k, v in o2f.items():
-        c.MODEL.O2F[k] = v
-    return c
+    return config_from(path, "O2F", **o2f)
 
 
 def _head(channels=256, cfg=None, **o2f):
