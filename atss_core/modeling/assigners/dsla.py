@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .atss import background, best_positive_gt, box_centres, ltrb_to_boxes
+from .atss import background, best_positive_gt, box_centres, ltrb_to_boxes, per_level_columns
 from .fcos import centre_regions
 
 # Per-level ranges of max(l, t, r, b) for P3..P7, both ends inclusive.
@@ -71,9 +71,7 @@ def centerness(ltrb: Tensor) -> Tensor:
 
 def _per_point(values: Sequence[Tuple[float, float]], num_per_level: Sequence[int], like: Tensor):
     """Per-level pairs [L] -> two (A, 1) columns, each point carrying its level's pair."""
-    counts = torch.as_tensor(list(num_per_level), device=like.device)
-    pairs = torch.as_tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(counts, dim=0)
-    return pairs[:, :1], pairs[:, 1:]
+    return tuple(col[:, None] for col in per_level_columns(values, num_per_level, like))
 
 
 def smooth_labels(
