@@ -1,6 +1,6 @@
-// Deformable convolution v1/v2: op schemas and the device-independent driver
-// (checks, im2col step, GEMMs). The device kernels it calls live in
-// cpu/deform_conv_kernel.cpp and cuda/deform_conv_kernel.cu.
+// Deformable convolution v1/v2: op schemas, the device-independent driver
+// (checks, im2col step, GEMMs) and its registration for each device, bound to
+// that device's kernels (cpu/deform_conv_kernel.cpp, cuda/deform_conv_kernel.cu).
 //
 // Forward, per step of n images: columns [C*K, n*P] = im2col(input), then per
 // conv group out_g = W_g [Cout/G, C/G*K] @ columns_g. Backward: grad_columns
@@ -9,9 +9,13 @@
 // the columns recomputed (kernels.md §3.4, §3.5).
 #include "deform_conv.h"
 
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
+#include <tuple>
 
 namespace atss_core {
 namespace deform {
@@ -135,10 +139,9 @@ at::Tensor images(const at::Tensor& t, int64_t first, int64_t n) {
   return t.defined() ? t.narrow(0, first, n) : t;
 }
 
-}  // namespace
-
+// The ops, bound to one device's kernels (registrations at the end).
+template <const DeviceKernels& kernels>
 at::Tensor forward(
-    const DeviceKernels& kernels,
     const at::Tensor& input_,
     const at::Tensor& offset_,
     const std::optional<at::Tensor>& mask_,
@@ -149,6 +152,7 @@ at::Tensor forward(
     at::IntArrayRef dilation,
     int64_t groups,
     int64_t deformable_groups) {
+  const c10::OptionalDeviceGuard guard(input_.device());
   const Geometry g = describe(
       kernels, input_, offset_, mask_, weight_, bias, stride, padding, dilation, groups, deformable_groups);
   const at::Tensor input = input_.contiguous();
@@ -176,8 +180,10 @@ at::Tensor forward(
   return output;
 }
 
+// (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); grad_mask and
+// grad_bias are empty [0] tensors when there is no mask or bias.
+template <const DeviceKernels& kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const DeviceKernels& kernels,
     const at::Tensor& grad_out_,
     const at::Tensor& input_,
     const at::Tensor& offset_,
@@ -189,6 +195,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     at::IntArrayRef dilation,
     int64_t groups,
     int64_t deformable_groups) {
+  const c10::OptionalDeviceGuard guard(input_.device());
+  if (!kernels.deterministic_backward) {
+    at::globalContext().alertNotDeterministic(
+        std::string("atss_core::deform_conv_backward (") + c10::DeviceTypeName(kernels.device_type) + ")");
+  }
   const Geometry g = describe(
       kernels, input_, offset_, mask_, weight_, bias, stride, padding, dilation, groups, deformable_groups);
   check_tensor(kernels, input_, "grad_out", grad_out_);
@@ -232,6 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   return {grad_input, grad_offset, grad_mask, grad_weight.view_as(weight_), grad_bias};
 }
 
+}  // namespace
 }  // namespace deform
 }  // namespace atss_core
 
@@ -244,3 +256,17 @@ TORCH_LIBRARY_FRAGMENT(atss_core, m) {
       "Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, int groups, int deformable_groups) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
+
+TORCH_LIBRARY_IMPL(atss_core, CPU, m) {
+  using atss_core::deform::kCpuKernels;
+  m.impl("deform_conv_forward", TORCH_FN(atss_core::deform::forward<kCpuKernels>));
+  m.impl("deform_conv_backward", TORCH_FN(atss_core::deform::backward<kCpuKernels>));
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(atss_core, CUDA, m) {
+  using atss_core::deform::kCudaKernels;
+  m.impl("deform_conv_forward", TORCH_FN(atss_core::deform::forward<kCudaKernels>));
+  m.impl("deform_conv_backward", TORCH_FN(atss_core::deform::backward<kCudaKernels>));
+}
+#endif

@@ -14,8 +14,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <optional>
-#include <tuple>
 
 namespace atss_core {
 namespace deform {
@@ -149,6 +147,10 @@ const T* data_or_null(const at::Tensor& t) {
 // row c*K + k and column b*P + p.
 struct DeviceKernels {
   c10::DeviceType device_type;
+  // False where col2im scatters with atomics: the input gradient then differs
+  // in its last bits from run to run, and the backward op raises under
+  // torch.use_deterministic_algorithms(True).
+  bool deterministic_backward;
   // columns = m * S(input[b, c], tap k at p)
   void (*im2col)(const Geometry& g, const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                  const at::Tensor& columns);
@@ -163,35 +165,10 @@ struct DeviceKernels {
                      const at::Tensor& grad_mask);
 };
 
-// The ops, for the device whose kernels are given (defined in deform_conv.cpp).
-at::Tensor forward(
-    const DeviceKernels& kernels,
-    const at::Tensor& input,
-    const at::Tensor& offset,
-    const std::optional<at::Tensor>& mask,
-    const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias,
-    at::IntArrayRef stride,
-    at::IntArrayRef padding,
-    at::IntArrayRef dilation,
-    int64_t groups,
-    int64_t deformable_groups);
-
-// (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); grad_mask and
-// grad_bias are empty [0] tensors when there is no mask or bias.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const DeviceKernels& kernels,
-    const at::Tensor& grad_out,
-    const at::Tensor& input,
-    const at::Tensor& offset,
-    const std::optional<at::Tensor>& mask,
-    const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias,
-    at::IntArrayRef stride,
-    at::IntArrayRef padding,
-    at::IntArrayRef dilation,
-    int64_t groups,
-    int64_t deformable_groups);
+// Defined by cpu/deform_conv_kernel.cpp and (CUDA builds) cuda/deform_conv_kernel.cu;
+// deform_conv.cpp registers the ops for each device with its kernels.
+extern const DeviceKernels kCpuKernels;
+extern const DeviceKernels kCudaKernels;
 
 }  // namespace deform
 }  // namespace atss_core

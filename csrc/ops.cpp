@@ -1,7 +1,9 @@
 // Schemas of the atss_core operator library. Kernels live next to their
 // device: cpu/<op>_kernel.cpp (and cuda/<op>_kernel.cu in CUDA builds), each
-// ending in TORCH_LIBRARY_IMPL(atss_core, <Device>, m). Autograd, autocast and
-// fake (meta) registrations are made from Python, in atss_core/layers/_ops.py.
+// ending in TORCH_LIBRARY_IMPL(atss_core, <Device>, m); deform_conv's schemas
+// and registrations are in deform_conv.cpp, with its device-independent driver.
+// Autograd, autocast and fake (meta) registrations are made from Python, in
+// atss_core/layers/_ops.py and (deform_conv) atss_core/layers/dcn.py.
 #include <pybind11/pybind11.h>  // not torch/extension.h: that header alone costs a minute of build
 #include <torch/library.h>
 #include <torch/version.h>

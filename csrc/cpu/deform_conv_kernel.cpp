@@ -9,7 +9,6 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
@@ -181,31 +180,10 @@ void coord_grad_cpu(const Geometry& g, const at::Tensor& grad_columns, const at:
   });
 }
 
-const DeviceKernels kCpuKernels{c10::DeviceType::CPU, im2col_cpu, col2im_cpu, coord_grad_cpu};
-
-at::Tensor forward_cpu(
-    const at::Tensor& input, const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, int64_t deformable_groups) {
-  return forward(
-      kCpuKernels, input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset,
-    const std::optional<at::Tensor>& mask, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    int64_t deformable_groups) {
-  return backward(
-      kCpuKernels, grad_out, input, offset, mask, weight, bias, stride, padding, dilation, groups,
-      deformable_groups);
-}
-
 }  // namespace
+
+const DeviceKernels kCpuKernels{
+    c10::DeviceType::CPU, /*deterministic_backward=*/true, im2col_cpu, col2im_cpu, coord_grad_cpu};
+
 }  // namespace deform
 }  // namespace atss_core
-
-TORCH_LIBRARY_IMPL(atss_core, CPU, m) {
-  m.impl("deform_conv_forward", TORCH_FN(atss_core::deform::forward_cpu));
-  m.impl("deform_conv_backward", TORCH_FN(atss_core::deform::backward_cpu));
-}

@@ -7,8 +7,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
@@ -149,35 +147,10 @@ void coord_grad_cuda(const Geometry& g, const at::Tensor& grad_columns, const at
   });
 }
 
-const DeviceKernels kCudaKernels{c10::DeviceType::CUDA, im2col_cuda, col2im_cuda, coord_grad_cuda};
-
-at::Tensor forward_cuda(
-    const at::Tensor& input, const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, int64_t deformable_groups) {
-  const c10::cuda::OptionalCUDAGuard guard(input.device());
-  return forward(
-      kCudaKernels, input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset,
-    const std::optional<at::Tensor>& mask, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    int64_t deformable_groups) {
-  const c10::cuda::OptionalCUDAGuard guard(input.device());
-  // col2im accumulates the input gradient with atomics.
-  at::globalContext().alertNotDeterministic("atss_core::deform_conv_backward (CUDA)");
-  return backward(
-      kCudaKernels, grad_out, input, offset, mask, weight, bias, stride, padding, dilation, groups,
-      deformable_groups);
-}
-
 }  // namespace
+
+const DeviceKernels kCudaKernels{
+    c10::DeviceType::CUDA, /*deterministic_backward=*/false, im2col_cuda, col2im_cuda, coord_grad_cuda};
+
 }  // namespace deform
 }  // namespace atss_core
-
-TORCH_LIBRARY_IMPL(atss_core, CUDA, m) {
-  m.impl("deform_conv_forward", TORCH_FN(atss_core::deform::forward_cuda));
-  m.impl("deform_conv_backward", TORCH_FN(atss_core::deform::backward_cuda));
-}
