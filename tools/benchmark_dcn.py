@@ -106,11 +106,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            raise SystemExit("--device cuda: no CUDA device is available")
-        devices.remove("cuda")
+    from benchmark_ops import devices_for  # imported here, as in bench_dcn
+
+    devices = devices_for(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; speedup = torchvision / ours")
     bench_dcn(devices, args.warmup, args.repeat)
 

@@ -53,6 +53,16 @@ def parse_args():
     return parser.parse_args()
 
 
+def devices_for(choice):
+    """The devices a --device choice runs on ("all": CPU, and CUDA when present)."""
+    devices = ["cpu", "cuda"] if choice == "all" else [choice]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if choice == "cuda":
+            raise SystemExit("--device cuda: no CUDA device is available")
+        devices.remove("cuda")
+    return devices
+
+
 def measure(fn, device, warmup, repeat):
     """(median milliseconds, peak bytes beyond the inputs or None on CPU)."""
     for _ in range(warmup):
@@ -177,11 +187,7 @@ def main():
     unknown = sorted(set(ops) - set(CASES))
     if unknown:
         raise SystemExit(f"--ops: unknown {unknown}; choose from {sorted(CASES)}")
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            raise SystemExit("--device cuda: no CUDA device is available")
-        devices.remove("cuda")
+    devices = devices_for(args.device)
     info = extension_info()
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}")
     print(f"atss_core._C: {info}")

@@ -69,6 +69,11 @@ def extension_info():
     }
 
 
+def _has_op(name):
+    # An older build may lack an op: it has no kernel, and registering anything for it would fail.
+    return hasattr(torch.ops.atss_core, name)
+
+
 _KERNEL_CACHE = {}  # (op name, device type) -> bool
 
 
@@ -76,11 +81,10 @@ _KERNEL_CACHE = {}  # (op name, device type) -> bool
 def _has_kernel(name, device_type):
     if (name, device_type) not in _KERNEL_CACHE:
         key = _DISPATCH_KEYS.get(device_type)
-        # An op missing from the library (an older build) has no kernel anywhere.
         _KERNEL_CACHE[name, device_type] = (
             _C is not None
             and key is not None
-            and hasattr(torch.ops.atss_core, name)
+            and _has_op(name)
             and torch._C._dispatch_has_kernel_for_dispatch_key(f"atss_core::{name}", key)
         )
     return _KERNEL_CACHE[name, device_type]
@@ -107,11 +111,6 @@ def _check_nms_shapes(boxes, scores):
         scores.dim() == 1 and scores.shape[0] == boxes.shape[0],
         lambda: f"scores must be [N] with N = {boxes.shape[0]}, got {tuple(scores.shape)}",
     )
-
-
-def _has_op(name):
-    # An older build may lack an op; registering anything for it would fail.
-    return hasattr(torch.ops.atss_core, name)
 
 
 def _register_fake_kernels():
